@@ -1,0 +1,24 @@
+//! Wall-clock readings. Deadlines use the server's own millisecond clock, the one Redis
+//! expires keys by; fences use Unix time in microseconds.
+
+use std::time::{SystemTime, UNIX_EPOCH};
+
+use redis_module::raw;
+
+use crate::error::{LockError, LockResult};
+
+pub fn now_ms() -> LockResult<i64> {
+    // SAFETY: the function pointer is filled in by the server at load.
+    let milliseconds = unsafe { raw::RedisModule_Milliseconds }
+        .ok_or_else(|| LockError::Internal("RedisModule_Milliseconds is missing".into()))?;
+    Ok(unsafe { milliseconds() })
+}
+
+/// Microseconds since the Unix epoch; 0 if the clock reads before 1970 (the fence clock's
+/// `last + 1` still keeps fences rising then).
+pub fn now_us() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| u64::try_from(d.as_micros()).unwrap_or(u64::MAX))
+        .unwrap_or(0)
+}

@@ -1,0 +1,190 @@
+//! What `COMMAND DOCS` and `COMMAND INFO` say about each command, and its key spec, set with
+//! `RedisModule_SetCommandInfo` (Redis 7.0+). The key specs are what ACL key patterns and
+//! cluster routing go by: read-only for LOCK.INFO, read-write for the others.
+
+use std::ffi::CStr;
+use std::os::raw::c_int;
+use std::ptr;
+
+use redis_module::{raw, Context, Status};
+
+struct CommandDoc {
+    name: &'static CStr,
+    summary: &'static CStr,
+    arity: c_int,
+    key_flags: u32,
+    args: &'static [ArgDoc],
+}
+
+struct ArgDoc {
+    name: &'static CStr,
+    kind: raw::RedisModuleCommandArgType,
+    /// The keyword before an option's value (`TOKEN`, `BLOCK`); options are optional.
+    token: Option<&'static CStr>,
+}
+
+const KEY: raw::RedisModuleCommandArgType = raw::RedisModuleCommandArgType_REDISMODULE_ARG_TYPE_KEY;
+const STRING: raw::RedisModuleCommandArgType =
+    raw::RedisModuleCommandArgType_REDISMODULE_ARG_TYPE_STRING;
+const INTEGER: raw::RedisModuleCommandArgType =
+    raw::RedisModuleCommandArgType_REDISMODULE_ARG_TYPE_INTEGER;
+const UNIX_TIME: raw::RedisModuleCommandArgType =
+    raw::RedisModuleCommandArgType_REDISMODULE_ARG_TYPE_UNIX_TIME;
+
+const fn arg(name: &'static CStr, kind: raw::RedisModuleCommandArgType) -> ArgDoc {
+    ArgDoc {
+        name,
+        kind,
+        token: None,
+    }
+}
+
+const fn option(
+    name: &'static CStr,
+    token: &'static CStr,
+    kind: raw::RedisModuleCommandArgType,
+) -> ArgDoc {
+    ArgDoc {
+        name,
+        kind,
+        token: Some(token),
+    }
+}
+
+const RW_UPDATE: u32 = raw::REDISMODULE_CMD_KEY_RW | raw::REDISMODULE_CMD_KEY_UPDATE;
+
+const DOCS: &[CommandDoc] = &[
+    CommandDoc {
+        name: c"lock.acquire",
+        summary: c"Takes the lock for ttl milliseconds; replies [token, fence], or null if another owner holds it.",
+        arity: -3,
+        key_flags: RW_UPDATE,
+        args: &[
+            arg(c"key", KEY),
+            arg(c"ttl", INTEGER),
+            option(c"token", c"TOKEN", STRING),
+            option(c"timeout", c"BLOCK", INTEGER),
+        ],
+    },
+    CommandDoc {
+        name: c"lock.renew",
+        summary: c"Moves the deadline of a lock held by token to now + ttl; replies 1, or 0 if not held by token.",
+        arity: 4,
+        key_flags: RW_UPDATE,
+        args: &[arg(c"key", KEY), arg(c"token", STRING), arg(c"ttl", INTEGER)],
+    },
+    CommandDoc {
+        name: c"lock.release",
+        summary: c"Frees a lock held by token; replies 1, or 0 if not held by token.",
+        arity: 3,
+        key_flags: raw::REDISMODULE_CMD_KEY_RW | raw::REDISMODULE_CMD_KEY_DELETE,
+        args: &[arg(c"key", KEY), arg(c"token", STRING)],
+    },
+    CommandDoc {
+        name: c"lock.info",
+        summary: c"Replies the fence, remaining ttl and waiters of a held lock, or null if it is free.",
+        arity: 2,
+        key_flags: raw::REDISMODULE_CMD_KEY_RO | raw::REDISMODULE_CMD_KEY_ACCESS,
+        args: &[arg(c"key", KEY)],
+    },
+    CommandDoc {
+        name: c"lock.apply",
+        summary: c"Internal: stores a lock as the primary made it (replication and AOF only).",
+        arity: 5,
+        key_flags: raw::REDISMODULE_CMD_KEY_OW | raw::REDISMODULE_CMD_KEY_UPDATE,
+        args: &[
+            arg(c"key", KEY),
+            arg(c"token", STRING),
+            arg(c"deadline", UNIX_TIME),
+            arg(c"fence", INTEGER),
+        ],
+    },
+];
+
+/// Attach docs and key specs to every command. On a server without the API (before 7.0) the
+/// commands still work with their legacy key positions; the server copies what it is given.
+pub fn register(ctx: &Context) -> Status {
+    let (Some(get_command), Some(set_info)) =
+        (unsafe { (raw::RedisModule_GetCommand, raw::RedisModule_SetCommandInfo) })
+    else {
+        ctx.log_warning(
+            "this server has no RedisModule_SetCommandInfo: no COMMAND DOCS or key specs",
+        );
+        return Status::Ok;
+    };
+    let version = raw::RedisModuleCommandInfoVersion {
+        version: 1,
+        sizeof_historyentry: std::mem::size_of::<raw::RedisModuleCommandHistoryEntry>(),
+        sizeof_keyspec: std::mem::size_of::<raw::RedisModuleCommandKeySpec>(),
+        sizeof_arg: std::mem::size_of::<raw::RedisModuleCommandArg>(),
+    };
+    for doc in DOCS {
+        // SAFETY: all pointers handed over are to statics or to locals that outlive the call.
+        let command = unsafe { get_command(ctx.ctx, doc.name.as_ptr()) };
+        if command.is_null() {
+            ctx.log_warning(&format!(
+                "command {doc_name:?} not found",
+                doc_name = doc.name
+            ));
+            return Status::Err;
+        }
+        let mut key_specs = [key_spec(doc.key_flags), unsafe { std::mem::zeroed() }];
+        let mut args: Vec<raw::RedisModuleCommandArg> = doc.args.iter().map(raw_arg).collect();
+        args.push(unsafe { std::mem::zeroed() });
+        let mut info = raw::RedisModuleCommandInfo {
+            version: &version,
+            summary: doc.summary.as_ptr(),
+            complexity: c"O(1)".as_ptr(),
+            since: c"0.1.0".as_ptr(),
+            history: ptr::null_mut(),
+            tips: ptr::null(),
+            arity: doc.arity,
+            key_specs: key_specs.as_mut_ptr(),
+            args: args.as_mut_ptr(),
+        };
+        if unsafe { set_info(command, &mut info) } != raw::REDISMODULE_OK as c_int {
+            ctx.log_warning(&format!("could not set the command info of {:?}", doc.name));
+            return Status::Err;
+        }
+    }
+    Status::Ok
+}
+
+/// One key at argv[1].
+fn key_spec(flags: u32) -> raw::RedisModuleCommandKeySpec {
+    raw::RedisModuleCommandKeySpec {
+        notes: ptr::null(),
+        flags: u64::from(flags),
+        begin_search_type: raw::RedisModuleKeySpecBeginSearchType_REDISMODULE_KSPEC_BS_INDEX,
+        bs: raw::RedisModuleCommandKeySpec__bindgen_ty_1 {
+            index: raw::RedisModuleCommandKeySpec__bindgen_ty_1__bindgen_ty_1 { pos: 1 },
+        },
+        find_keys_type: raw::RedisModuleKeySpecFindKeysType_REDISMODULE_KSPEC_FK_RANGE,
+        fk: raw::RedisModuleCommandKeySpec__bindgen_ty_2 {
+            range: raw::RedisModuleCommandKeySpec__bindgen_ty_2__bindgen_ty_1 {
+                lastkey: 0,
+                keystep: 1,
+                limit: 0,
+            },
+        },
+    }
+}
+
+fn raw_arg(doc: &ArgDoc) -> raw::RedisModuleCommandArg {
+    raw::RedisModuleCommandArg {
+        name: doc.name.as_ptr(),
+        type_: doc.kind,
+        key_spec_index: if doc.kind == KEY { 0 } else { -1 },
+        token: doc.token.map_or(ptr::null(), CStr::as_ptr),
+        summary: ptr::null(),
+        since: ptr::null(),
+        flags: if doc.token.is_some() {
+            raw::REDISMODULE_CMD_ARG_OPTIONAL as c_int
+        } else {
+            0
+        },
+        deprecated_since: ptr::null(),
+        subargs: ptr::null_mut(),
+        display_text: ptr::null(),
+    }
+}

@@ -1,0 +1,150 @@
+//! LOCK.ACQUIRE, LOCK.RENEW, LOCK.RELEASE and LOCK.INFO: parse into a typed request, read the
+//! key, let `lock` decide, write the effect, replicate it, reply.
+
+use std::collections::BTreeMap;
+
+use redis_module::redisvalue::RedisValueKey;
+use redis_module::{Context, ContextFlags, RedisResult, RedisString, RedisValue};
+
+use crate::clock;
+use crate::config;
+use crate::error::{LockError, LockResult};
+use crate::fence::FENCE;
+use crate::guard;
+use crate::key::{LockKey, Mode};
+use crate::lock::{self, decide_acquire, held_by, Acquire, Lock};
+use crate::replication;
+use crate::request::{parse_release, AcquireRequest, RenewRequest};
+use crate::token::Token;
+
+/// LOCK.ACQUIRE key ttl [TOKEN token] [BLOCK timeout]
+pub fn acquire(ctx: &Context, args: Vec<RedisString>) -> RedisResult {
+    guard::command(|| {
+        let (key, rest) = key_and_rest(&args, "lock.acquire")?;
+        let request = AcquireRequest::parse(&rest, config::max_ttl())?;
+        let flags = ctx.get_flags();
+        if flags.contains(ContextFlags::EVICTED) {
+            return Err(LockError::EvictionPossible);
+        }
+        let now = clock::now_ms()?;
+        let deadline = lock::deadline(now, request.ttl_ms)?;
+        let mut lock_key = LockKey::open(ctx, key, Mode::Write)?;
+        let decision = decide_acquire(lock_key.lock()?.as_deref(), request.token.as_ref(), now);
+        match decision {
+            Acquire::Grant => {
+                let token = match request.token {
+                    Some(token) => token,
+                    None => Token::generate()?,
+                };
+                let lock = Lock {
+                    token,
+                    deadline_ms: deadline,
+                    fence: FENCE.grant(clock::now_us())?,
+                };
+                let reply = grant_reply(&lock);
+                replication::replicate_lock(ctx, key, &lock);
+                lock_key.store(lock)?;
+                Ok(reply)
+            }
+            Acquire::Retry => {
+                lock_key.set_deadline(deadline)?;
+                let lock = lock_key
+                    .lock()?
+                    .ok_or_else(|| LockError::Internal("the retried lock vanished".into()))?;
+                replication::replicate_lock(ctx, key, lock);
+                Ok(grant_reply(lock))
+            }
+            // Inside MULTI, Lua and functions BLOCK is a single attempt, as BLPOP is there.
+            Acquire::Busy
+                if request.block_ms.is_some() && !flags.contains(ContextFlags::DENY_BLOCKING) =>
+            {
+                Err(LockError::BlockUnsupported)
+            }
+            Acquire::Busy => Ok(RedisValue::Null),
+        }
+    })
+}
+
+/// LOCK.RENEW key token ttl
+pub fn renew(ctx: &Context, args: Vec<RedisString>) -> RedisResult {
+    guard::command(|| {
+        let (key, rest) = key_and_rest(&args, "lock.renew")?;
+        let request = RenewRequest::parse(&rest, config::max_ttl())?;
+        let now = clock::now_ms()?;
+        let deadline = lock::deadline(now, request.ttl_ms)?;
+        let mut lock_key = LockKey::open(ctx, key, Mode::Write)?;
+        if held_by(lock_key.lock()?, &request.token, now).is_none() {
+            return Ok(RedisValue::Integer(0));
+        }
+        lock_key.set_deadline(deadline)?;
+        if let Some(lock) = lock_key.lock()? {
+            replication::replicate_lock(ctx, key, lock);
+        }
+        Ok(RedisValue::Integer(1))
+    })
+}
+
+/// LOCK.RELEASE key token
+pub fn release(ctx: &Context, args: Vec<RedisString>) -> RedisResult {
+    guard::command(|| {
+        let (key, rest) = key_and_rest(&args, "lock.release")?;
+        let token = parse_release(&rest)?;
+        let now = clock::now_ms()?;
+        let mut lock_key = LockKey::open(ctx, key, Mode::Write)?;
+        if held_by(lock_key.lock()?, &token, now).is_none() {
+            return Ok(RedisValue::Integer(0));
+        }
+        lock_key.delete()?;
+        replication::replicate_release(ctx, key);
+        Ok(RedisValue::Integer(1))
+    })
+}
+
+/// LOCK.INFO key: fence, remaining ttl and waiters; never the token.
+pub fn info(ctx: &Context, args: Vec<RedisString>) -> RedisResult {
+    guard::command(|| {
+        let (key, rest) = key_and_rest(&args, "lock.info")?;
+        if !rest.is_empty() {
+            return Err(LockError::WrongArity("lock.info"));
+        }
+        let now = clock::now_ms()?;
+        let mut lock_key = LockKey::open(ctx, key, Mode::Read)?;
+        let Some(lock) = lock_key.lock()?.filter(|lock| lock.is_live(now)) else {
+            return Ok(RedisValue::Null);
+        };
+        let fence = i64::try_from(lock.fence)
+            .map_err(|_| LockError::Internal("fence out of range".into()))?;
+        let fields = [
+            ("fence", fence),
+            ("ttl", lock.remaining_ms(now)),
+            ("waiters", 0),
+        ];
+        Ok(RedisValue::OrderedMap(BTreeMap::from(fields.map(
+            |(name, value)| {
+                (
+                    RedisValueKey::String(name.into()),
+                    RedisValue::Integer(value),
+                )
+            },
+        ))))
+    })
+}
+
+/// The key (argv[1]) and the arguments after it.
+fn key_and_rest<'a>(
+    args: &'a [RedisString],
+    command: &'static str,
+) -> LockResult<(&'a RedisString, Vec<&'a [u8]>)> {
+    match args {
+        [_, key, rest @ ..] => Ok((key, rest.iter().map(RedisString::as_slice).collect())),
+        _ => Err(LockError::WrongArity(command)),
+    }
+}
+
+/// `[token, fence]`.
+fn grant_reply(lock: &Lock) -> RedisValue {
+    RedisValue::Array(vec![
+        RedisValue::StringBuffer(lock.token.as_bytes().to_vec()),
+        RedisValue::Integer(i64::try_from(lock.fence).unwrap_or(i64::MAX)),
+    ])
+}

@@ -1,0 +1,200 @@
+//! The lock's Redis data type: how a lock value is saved, loaded, rewritten into the AOF,
+//! measured, digested and freed, plus the module-wide aux data (the fence clock) in RDB files.
+//!
+//! COPY is refused by leaving the `copy` callback out: a grant is unique, and a copy would be
+//! a second lock with the same owner and fence. The server answers
+//! "ERR not supported for this module key".
+
+use std::ffi::c_void;
+use std::os::raw::{c_char, c_int, c_longlong};
+
+use redis_module::native_types::RedisType;
+use redis_module::raw;
+
+use crate::fence::{FENCE, MAX_FENCE};
+use crate::guard;
+use crate::lock::Lock;
+use crate::replication::APPLY_COMMAND;
+use crate::token::Token;
+
+/// `TYPE key` answers this; it is exactly 9 characters, as the server requires.
+pub const TYPE_NAME: &str = "fencelock";
+
+/// Version 1: token (string), deadline in Unix ms (signed), fence (unsigned).
+pub const ENCODING_VERSION: i32 = 1;
+
+pub static LOCK_TYPE: RedisType = RedisType::new(
+    TYPE_NAME,
+    ENCODING_VERSION,
+    raw::RedisModuleTypeMethods {
+        // Version 4 is what Redis 7.0 knows; Valkey reads it too.
+        version: 4,
+        rdb_load: Some(rdb_load),
+        rdb_save: Some(rdb_save),
+        aof_rewrite: Some(aof_rewrite),
+        mem_usage: Some(mem_usage),
+        digest: Some(digest),
+        free: Some(free),
+        aux_load: Some(aux_load),
+        aux_save: Some(aux_save),
+        aux_save_triggers: raw::REDISMODULE_AUX_BEFORE_RDB as c_int,
+        free_effort: None,
+        unlink: None,
+        copy: None,
+        defrag: None,
+        mem_usage2: None,
+        free_effort2: None,
+        unlink2: None,
+        copy2: None,
+        aux_save2: None,
+    },
+);
+
+/// The server's handle of the type, for key type checks and SetValue.
+pub fn lock_type() -> *mut raw::RedisModuleType {
+    *LOCK_TYPE.raw_type.borrow()
+}
+
+unsafe extern "C" fn rdb_save(rdb: *mut raw::RedisModuleIO, value: *mut c_void) {
+    guard::callback((), || {
+        // SAFETY: the server passes a value of this type, a Box<Lock>.
+        let Some(lock) = (unsafe { value.cast::<Lock>().as_ref() }) else {
+            return;
+        };
+        raw::save_slice(rdb, lock.token.as_bytes());
+        raw::save_signed(rdb, lock.deadline_ms);
+        raw::save_unsigned(rdb, lock.fence);
+    })
+}
+
+unsafe extern "C" fn rdb_load(rdb: *mut raw::RedisModuleIO, encver: c_int) -> *mut c_void {
+    guard::callback(std::ptr::null_mut(), || {
+        if encver != ENCODING_VERSION {
+            return std::ptr::null_mut();
+        }
+        match load_lock(rdb) {
+            Some(lock) => {
+                // A loaded or restored lock raises the clock: no later grant may undercut it.
+                FENCE.observe(lock.fence);
+                Box::into_raw(Box::new(lock)).cast()
+            }
+            None => std::ptr::null_mut(),
+        }
+    })
+}
+
+fn load_lock(rdb: *mut raw::RedisModuleIO) -> Option<Lock> {
+    let token = raw::load_string_buffer(rdb).ok()?;
+    let token = Token::parse(token.as_ref()).ok()?;
+    let deadline_ms = raw::load_signed(rdb).ok()?;
+    let fence = raw::load_unsigned(rdb).ok()?;
+    (fence <= MAX_FENCE).then_some(Lock {
+        token,
+        deadline_ms,
+        fence,
+    })
+}
+
+/// The lock as the effect command that recreates it, so AOF files without an RDB preamble
+/// restore token, deadline and fence exactly.
+unsafe extern "C" fn aof_rewrite(
+    aof: *mut raw::RedisModuleIO,
+    key: *mut raw::RedisModuleString,
+    value: *mut c_void,
+) {
+    guard::callback((), || {
+        // SAFETY: the server passes a value of this type.
+        let Some(lock) = (unsafe { value.cast::<Lock>().as_ref() }) else {
+            return;
+        };
+        let Some(emit) = (unsafe { raw::RedisModule_EmitAOF }) else {
+            return;
+        };
+        let token = lock.token.as_bytes();
+        // SAFETY: "sbll" is a RedisModuleString, a buffer with its length, two long longs.
+        unsafe {
+            emit(
+                aof,
+                APPLY_COMMAND.as_ptr(),
+                c"sbll".as_ptr(),
+                key,
+                token.as_ptr().cast::<c_char>(),
+                token.len(),
+                lock.deadline_ms as c_longlong,
+                lock.fence as c_longlong,
+            )
+        };
+    })
+}
+
+unsafe extern "C" fn mem_usage(value: *const c_void) -> usize {
+    guard::callback(0, || {
+        // SAFETY: the server passes a value of this type.
+        unsafe { value.cast::<Lock>().as_ref() }.map_or(0, |lock| {
+            std::mem::size_of::<Lock>() + lock.token.as_bytes().len()
+        })
+    })
+}
+
+unsafe extern "C" fn digest(md: *mut raw::RedisModuleDigest, value: *mut c_void) {
+    guard::callback((), || {
+        // SAFETY: the server passes a value of this type.
+        let Some(lock) = (unsafe { value.cast::<Lock>().as_ref() }) else {
+            return;
+        };
+        let (Some(add_buffer), Some(add_long), Some(end)) = (unsafe {
+            (
+                raw::RedisModule_DigestAddStringBuffer,
+                raw::RedisModule_DigestAddLongLong,
+                raw::RedisModule_DigestEndSequence,
+            )
+        }) else {
+            return;
+        };
+        let token = lock.token.as_bytes();
+        unsafe {
+            add_buffer(md, token.as_ptr().cast::<c_char>().cast_mut(), token.len());
+            add_long(md, lock.deadline_ms);
+            add_long(md, lock.fence as c_longlong);
+            end(md);
+        }
+    })
+}
+
+/// May run on a background thread (FLUSHALL ASYNC, UNLINK): it only drops the box.
+unsafe extern "C" fn free(value: *mut c_void) {
+    guard::callback((), || {
+        if !value.is_null() {
+            // SAFETY: every value of this type is a Box<Lock> handed over in LockKey::store
+            // or rdb_load, and the server frees each once.
+            drop(unsafe { Box::from_raw(value.cast::<Lock>()) });
+        }
+    })
+}
+
+/// The fence clock travels in every RDB file (and AOF preamble, and full resync), so a
+/// restart or a new replica never issues a fence below one already issued.
+unsafe extern "C" fn aux_save(rdb: *mut raw::RedisModuleIO, when: c_int) {
+    guard::callback((), || {
+        if when == raw::REDISMODULE_AUX_BEFORE_RDB as c_int {
+            raw::save_unsigned(rdb, FENCE.last());
+        }
+    })
+}
+
+unsafe extern "C" fn aux_load(rdb: *mut raw::RedisModuleIO, encver: c_int, when: c_int) -> c_int {
+    guard::callback(raw::REDISMODULE_ERR as c_int, || {
+        if encver != ENCODING_VERSION || when != raw::REDISMODULE_AUX_BEFORE_RDB as c_int {
+            return raw::REDISMODULE_ERR as c_int;
+        }
+        match raw::load_unsigned(rdb) {
+            Ok(last) => {
+                FENCE.observe(last.min(MAX_FENCE));
+                raw::REDISMODULE_OK as c_int
+            }
+            Err(_) => raw::REDISMODULE_ERR as c_int,
+        }
+    })
+}
+
+const _: () = assert!(TYPE_NAME.len() == 9);

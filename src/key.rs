@@ -1,0 +1,144 @@
+//! One lock under one Redis key: opening it, reading and writing the lock value, keeping the
+//! key's expiry equal to the lock's deadline, and deleting it when the lock is freed.
+
+use std::os::raw::c_int;
+use std::ptr::NonNull;
+
+use redis_module::{raw, Context, RedisString};
+
+use crate::datatype::lock_type;
+use crate::error::{LockError, LockResult};
+use crate::lock::Lock;
+
+pub struct LockKey {
+    ctx: *mut raw::RedisModuleCtx,
+    name: *mut raw::RedisModuleString,
+    /// None when the key was opened for reading and does not exist.
+    key: Option<NonNull<raw::RedisModuleKey>>,
+}
+
+pub enum Mode {
+    Read,
+    Write,
+}
+
+/// A server API function, or an error reply if this server lacks it (never a panic).
+macro_rules! api {
+    ($name:ident) => {
+        unsafe { raw::$name }
+            .ok_or_else(|| LockError::Internal(concat!(stringify!($name), " is missing").into()))?
+    };
+}
+
+impl LockKey {
+    /// Open `name`; WRONGTYPE if it holds anything but a lock.
+    pub fn open(ctx: &Context, name: &RedisString, mode: Mode) -> LockResult<Self> {
+        let open_key = api!(RedisModule_OpenKey);
+        let flags = match mode {
+            Mode::Read => raw::REDISMODULE_READ,
+            Mode::Write => raw::REDISMODULE_READ | raw::REDISMODULE_WRITE,
+        };
+        // SAFETY: ctx and name are live for this command call.
+        let key = unsafe { open_key(ctx.ctx, name.inner, flags as c_int) };
+        let this = Self {
+            ctx: ctx.ctx,
+            name: name.inner,
+            key: NonNull::new(key.cast()),
+        };
+        this.check_type()?;
+        Ok(this)
+    }
+
+    fn check_type(&self) -> LockResult<()> {
+        let Some(key) = self.key else { return Ok(()) };
+        let key_type = api!(RedisModule_KeyType);
+        let get_type = api!(RedisModule_ModuleTypeGetType);
+        // SAFETY: key is an open key handle.
+        let kind = unsafe { key_type(key.as_ptr()) } as isize;
+        if kind == raw::REDISMODULE_KEYTYPE_EMPTY {
+            return Ok(());
+        }
+        if kind == raw::REDISMODULE_KEYTYPE_MODULE
+            && unsafe { get_type(key.as_ptr()) } == lock_type()
+        {
+            return Ok(());
+        }
+        Err(LockError::WrongType)
+    }
+
+    /// The lock stored here, expired or not; None if the key is empty.
+    pub fn lock(&mut self) -> LockResult<Option<&mut Lock>> {
+        let Some(key) = self.key else { return Ok(None) };
+        let get_value = api!(RedisModule_ModuleTypeGetValue);
+        // SAFETY: check_type proved the value, if any, is one of ours, i.e. a Box<Lock>.
+        let value = unsafe { get_value(key.as_ptr()) }.cast::<Lock>();
+        Ok(unsafe { value.as_mut() })
+    }
+
+    /// Store `lock` (replacing what was there) with the key expiring at its deadline.
+    pub fn store(&mut self, lock: Lock) -> LockResult<()> {
+        let key = self.writable()?;
+        let set_value = api!(RedisModule_ModuleTypeSetValue);
+        let deadline = lock.deadline_ms;
+        let value = Box::into_raw(Box::new(lock));
+        // SAFETY: on success the server owns the box and frees it through the type's `free`.
+        if unsafe { set_value(key.as_ptr(), lock_type(), value.cast()) }
+            != raw::REDISMODULE_OK as c_int
+        {
+            drop(unsafe { Box::from_raw(value) });
+            return Err(LockError::Internal("could not store the lock value".into()));
+        }
+        self.expire_at(deadline)
+    }
+
+    /// Move the deadline of the stored lock (renewal, retry).
+    pub fn set_deadline(&mut self, deadline_ms: i64) -> LockResult<()> {
+        self.lock()?
+            .ok_or_else(|| LockError::Internal("no lock to extend".into()))?
+            .deadline_ms = deadline_ms;
+        self.expire_at(deadline_ms)
+    }
+
+    fn expire_at(&mut self, deadline_ms: i64) -> LockResult<()> {
+        let key = self.writable()?;
+        let set_abs_expire = api!(RedisModule_SetAbsExpire);
+        // SAFETY: key is open for writing and holds a value.
+        if unsafe { set_abs_expire(key.as_ptr(), deadline_ms) } != raw::REDISMODULE_OK as c_int {
+            return Err(LockError::Internal("could not set the key's expiry".into()));
+        }
+        self.signal_modified()
+    }
+
+    /// Free the lock: the key goes.
+    pub fn delete(&mut self) -> LockResult<()> {
+        let key = self.writable()?;
+        let delete_key = api!(RedisModule_DeleteKey);
+        // SAFETY: key is open for writing.
+        if unsafe { delete_key(key.as_ptr()) } != raw::REDISMODULE_OK as c_int {
+            return Err(LockError::Internal("could not delete the key".into()));
+        }
+        self.signal_modified()
+    }
+
+    /// The module turned implicit signalling off so that WATCH is touched only by a real change.
+    fn signal_modified(&self) -> LockResult<()> {
+        let signal = api!(RedisModule_SignalModifiedKey);
+        // SAFETY: ctx and name are live for this command call.
+        unsafe { signal(self.ctx, self.name) };
+        Ok(())
+    }
+
+    fn writable(&self) -> LockResult<NonNull<raw::RedisModuleKey>> {
+        self.key
+            .ok_or_else(|| LockError::Internal("key not open for writing".into()))
+    }
+}
+
+impl Drop for LockKey {
+    fn drop(&mut self) {
+        if let (Some(key), Some(close)) = (self.key, unsafe { raw::RedisModule_CloseKey }) {
+            // SAFETY: key was opened by this handle and is closed once.
+            unsafe { close(key.as_ptr()) };
+        }
+    }
+}

@@ -1,0 +1,67 @@
+//! Distributed locks as native Redis/Valkey commands. This file only registers the module;
+//! see the README for what each command does and `lock.rs` for the decisions behind them.
+
+// The glue is only reachable through the module registration, which unit tests leave out.
+#![cfg_attr(test, allow(dead_code))]
+
+mod clock;
+mod command_info;
+mod commands;
+mod config;
+mod datatype;
+mod error;
+mod eviction;
+mod fence;
+mod guard;
+mod key;
+mod lock;
+mod replication;
+mod request;
+mod token;
+
+#[cfg(not(test))]
+use {
+    datatype::LOCK_TYPE,
+    redis_module::{configuration::ConfigurationFlags, raw, Context, RedisString, Status},
+};
+
+#[cfg(not(test))]
+fn init(ctx: &Context, _args: &[RedisString]) -> Status {
+    // Only real changes touch WATCHed keys: the key helpers signal them explicitly.
+    if let Some(set_options) = unsafe { raw::RedisModule_SetModuleOptions } {
+        unsafe {
+            set_options(
+                ctx.ctx,
+                raw::REDISMODULE_OPTION_NO_IMPLICIT_SIGNAL_MODIFIED as i32,
+            )
+        };
+    }
+    eviction::watch(ctx);
+    command_info::register(ctx)
+}
+
+// Unit tests run without the server, so they must not install its allocator.
+#[cfg(not(test))]
+redis_module::redis_module! {
+    name: "lock",
+    version: 1,
+    allocator: (redis_module::alloc::RedisAlloc, redis_module::alloc::RedisAlloc),
+    data_types: [LOCK_TYPE],
+    init: init,
+    commands: [
+        ["lock.acquire", commands::acquire, "write deny-oom blocking", 1, 1, 1, ""],
+        ["lock.renew", commands::renew, "write fast", 1, 1, 1, ""],
+        ["lock.release", commands::release, "write fast", 1, 1, 1, ""],
+        ["lock.info", commands::info, "readonly fast", 1, 1, 1, ""],
+        ["lock.apply", replication::apply, "write deny-script", 1, 1, 1, ""],
+    ],
+    configurations: [
+        i64: [
+            ["max-ttl", &config::MAX_TTL, 0, 0, i64::MAX, ConfigurationFlags::DEFAULT, None],
+        ],
+        string: [],
+        bool: [],
+        enum: [],
+        module_args_as_configuration: true,
+    ]
+}
