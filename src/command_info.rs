@@ -131,7 +131,7 @@ pub fn register(ctx: &Context) -> Status {
         let mut key_specs = [key_spec(doc.key_flags), unsafe { std::mem::zeroed() }];
         let mut args: Vec<raw::RedisModuleCommandArg> = doc.args.iter().map(raw_arg).collect();
         args.push(unsafe { std::mem::zeroed() });
-        let mut info = raw::RedisModuleCommandInfo {
+        let info = raw::RedisModuleCommandInfo {
             version: &version,
             summary: doc.summary.as_ptr(),
             complexity: c"O(1)".as_ptr(),
@@ -142,7 +142,7 @@ pub fn register(ctx: &Context) -> Status {
             key_specs: key_specs.as_mut_ptr(),
             args: args.as_mut_ptr(),
         };
-        if unsafe { set_info(command, &mut info) } != raw::REDISMODULE_OK as c_int {
+        if unsafe { set_info(command, &info) } != raw::REDISMODULE_OK as c_int {
             ctx.log_warning(&format!("could not set the command info of {:?}", doc.name));
             return Status::Err;
         }

@@ -1,0 +1,332 @@
+//! Starts a real `redis-server` or `valkey-server` with the module on a free loopback port,
+//! and stops it when dropped. Which server: `LOCK_SERVER` (default `redis-server`); which
+//! module: `LOCK_MODULE` (default the release build).
+#![allow(dead_code)]
+
+use std::io::{Read, Write};
+use std::net::{TcpListener, TcpStream};
+use std::path::PathBuf;
+use std::process::{Child, Command, Stdio};
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+pub use redis::Value;
+
+pub struct Server {
+    pub port: u16,
+    pub dir: PathBuf,
+    child: Child,
+}
+
+static NEXT_DIR: AtomicUsize = AtomicUsize::new(0);
+
+pub fn server_binary() -> String {
+    std::env::var("LOCK_SERVER").unwrap_or_else(|_| "redis-server".into())
+}
+
+pub fn module_path() -> PathBuf {
+    std::env::var("LOCK_MODULE")
+        .map(PathBuf::from)
+        .unwrap_or_else(|_| {
+            PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("target/release/libredis_lock.so")
+        })
+}
+
+pub fn is_valkey() -> bool {
+    server_binary().contains("valkey")
+}
+
+impl Server {
+    pub fn start() -> Self {
+        Self::start_with(&[], &[])
+    }
+
+    /// `module_args` follow the module path on `--loadmodule`; `config` are extra
+    /// `--name value` settings.
+    pub fn start_with(module_args: &[&str], config: &[&str]) -> Self {
+        let dir = std::env::temp_dir().join(format!(
+            "lock-test-{}-{}",
+            std::process::id(),
+            NEXT_DIR.fetch_add(1, Ordering::SeqCst)
+        ));
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir_all(&dir).unwrap();
+        for _attempt in 0..5 {
+            let port = free_port();
+            let mut cmd = Command::new(server_binary());
+            cmd.arg("--port")
+                .arg(port.to_string())
+                .args(["--bind", "127.0.0.1", "--save", "", "--appendonly", "no"])
+                .args(["--enable-debug-command", "yes", "--daemonize", "no"])
+                .arg("--dir")
+                .arg(&dir)
+                .arg("--logfile")
+                .arg(dir.join("server.log"))
+                .arg("--loadmodule")
+                .arg(module_path())
+                .args(module_args)
+                .args(config)
+                .stdout(Stdio::null())
+                .stderr(Stdio::null());
+            let mut child = cmd.spawn().expect("cannot start the server binary");
+            if wait_ready(port, &mut child) {
+                return Server { port, dir, child };
+            }
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+        panic!(
+            "server did not start; log:\n{}",
+            std::fs::read_to_string(dir.join("server.log")).unwrap_or_default()
+        );
+    }
+
+    pub fn url(&self) -> String {
+        format!("redis://127.0.0.1:{}/", self.port)
+    }
+
+    pub fn conn(&self) -> redis::Connection {
+        redis::Client::open(self.url())
+            .unwrap()
+            .get_connection()
+            .unwrap()
+    }
+
+    pub fn conn_resp3(&self) -> redis::Connection {
+        redis::Client::open(format!("{}?protocol=resp3", self.url()))
+            .unwrap()
+            .get_connection()
+            .unwrap()
+    }
+
+    pub fn raw(&self) -> Raw {
+        Raw::connect(self.port)
+    }
+
+    pub fn log(&self) -> String {
+        std::fs::read_to_string(self.dir.join("server.log")).unwrap_or_default()
+    }
+
+    /// The server still answers, and did not log a crash.
+    pub fn assert_alive(&self) {
+        let pong: String = redis::cmd("PING").query(&mut self.conn()).unwrap();
+        assert_eq!(pong, "PONG");
+        assert!(!self.log().contains("REDIS BUG REPORT"), "{}", self.log());
+    }
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+        if !std::thread::panicking() {
+            let _ = std::fs::remove_dir_all(&self.dir);
+        }
+    }
+}
+
+fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+fn wait_ready(port: u16, child: &mut Child) -> bool {
+    let start = Instant::now();
+    while start.elapsed() < Duration::from_secs(10) {
+        if let Ok(Some(_)) = child.try_wait() {
+            return false;
+        }
+        if let Ok(mut s) = TcpStream::connect(("127.0.0.1", port)) {
+            let _ = s.set_read_timeout(Some(Duration::from_secs(1)));
+            if s.write_all(b"PING\r\n").is_ok() {
+                let mut buf = [0u8; 7];
+                if s.read_exact(&mut buf).is_ok() && &buf == b"+PONG\r\n" {
+                    return true;
+                }
+            }
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    false
+}
+
+/// Send a command, get the reply value (an error reply fails the test).
+pub fn call(con: &mut redis::Connection, args: &[&[u8]]) -> Value {
+    command(args)
+        .query::<Value>(con)
+        .unwrap_or_else(|e| panic!("{args:?}: {e}"))
+}
+
+fn command(args: &[&[u8]]) -> redis::Cmd {
+    let mut cmd = redis::cmd(std::str::from_utf8(args[0]).unwrap());
+    for a in &args[1..] {
+        cmd.arg(*a);
+    }
+    cmd
+}
+
+/// Like `call`, but the reply must be an error: returns its full text ("ERR ...").
+pub fn call_err(con: &mut redis::Connection, args: &[&[u8]]) -> String {
+    match command(args).query::<Value>(con) {
+        Ok(Value::ServerError(e)) => format!("{} {}", e.code(), e.details().unwrap_or("")),
+        Ok(v) => panic!("expected an error for {args:?}, got {v:?}"),
+        Err(e) => {
+            let code = e.code().unwrap_or("ERR").to_string();
+            format!("{code} {}", e.detail().unwrap_or(""))
+        }
+    }
+}
+
+/// `[token, fence]` from an ACQUIRE reply, or None for a null reply.
+pub fn grant(v: &Value) -> Option<(Vec<u8>, i64)> {
+    match v {
+        Value::Nil => None,
+        Value::Array(items) => match items.as_slice() {
+            [Value::BulkString(token), Value::Int(fence)] => Some((token.clone(), *fence)),
+            _ => panic!("not a grant: {v:?}"),
+        },
+        _ => panic!("not a grant or null: {v:?}"),
+    }
+}
+
+pub fn acquire(con: &mut redis::Connection, key: &str, ttl: u64, token: &str) -> Option<i64> {
+    let v = call(
+        con,
+        &[
+            b"LOCK.ACQUIRE",
+            key.as_bytes(),
+            ttl.to_string().as_bytes(),
+            b"TOKEN",
+            token.as_bytes(),
+        ],
+    );
+    grant(&v).map(|(t, f)| {
+        assert_eq!(t, token.as_bytes());
+        f
+    })
+}
+
+pub fn int(v: Value) -> i64 {
+    match v {
+        Value::Int(i) => i,
+        other => panic!("not an integer: {other:?}"),
+    }
+}
+
+/// LOCK.INFO as (fence, ttl, waiters), or None when free.
+pub fn info(con: &mut redis::Connection, key: &[u8]) -> Option<(i64, i64, i64)> {
+    let pairs: Vec<(Value, Value)> = match call(con, &[b"LOCK.INFO", key]) {
+        Value::Nil => return None,
+        Value::Map(pairs) => pairs,
+        Value::Array(flat) => flat
+            .chunks(2)
+            .map(|c| (c[0].clone(), c[1].clone()))
+            .collect(),
+        other => panic!("unexpected INFO reply {other:?}"),
+    };
+    let field = |name: &str| {
+        pairs
+            .iter()
+            .find(|(k, _)| {
+                matches!(k, Value::BulkString(b) if b == name.as_bytes())
+                    || matches!(k, Value::SimpleString(s) if s == name)
+            })
+            .map(|(_, v)| int(v.clone()))
+            .unwrap_or_else(|| panic!("no field {name} in {pairs:?}"))
+    };
+    Some((field("fence"), field("ttl"), field("waiters")))
+}
+
+pub fn now_us() -> i64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .unwrap()
+        .as_micros() as i64
+}
+
+/// A raw RESP connection, to check replies byte for byte.
+pub struct Raw {
+    stream: TcpStream,
+    buf: Vec<u8>,
+}
+
+impl Raw {
+    pub fn connect(port: u16) -> Self {
+        let stream = TcpStream::connect(("127.0.0.1", port)).unwrap();
+        stream
+            .set_read_timeout(Some(Duration::from_secs(10)))
+            .unwrap();
+        Raw {
+            stream,
+            buf: Vec::new(),
+        }
+    }
+
+    /// Send one command and return the bytes of its whole reply.
+    pub fn cmd(&mut self, args: &[&[u8]]) -> Vec<u8> {
+        self.send(args);
+        self.read_reply()
+    }
+
+    pub fn send(&mut self, args: &[&[u8]]) {
+        let mut out = format!("*{}\r\n", args.len()).into_bytes();
+        for a in args {
+            out.extend_from_slice(format!("${}\r\n", a.len()).as_bytes());
+            out.extend_from_slice(a);
+            out.extend_from_slice(b"\r\n");
+        }
+        self.stream.write_all(&out).unwrap();
+    }
+
+    pub fn read_reply(&mut self) -> Vec<u8> {
+        loop {
+            if let Some(n) = reply_len(&self.buf) {
+                return self.buf.drain(..n).collect();
+            }
+            let mut chunk = [0u8; 4096];
+            let n = self.stream.read(&mut chunk).expect("reply timed out");
+            assert!(n > 0, "connection closed");
+            self.buf.extend_from_slice(&chunk[..n]);
+        }
+    }
+}
+
+/// Length of the first complete RESP2/RESP3 reply in `buf`, if there is one.
+fn reply_len(buf: &[u8]) -> Option<usize> {
+    let line_end = buf.windows(2).position(|w| w == b"\r\n")?;
+    let head = std::str::from_utf8(&buf[1..line_end]).ok()?;
+    let after = line_end + 2;
+    match buf.first()? {
+        b'+' | b'-' | b':' | b'_' | b'#' | b',' | b'(' => Some(after),
+        b'$' | b'=' | b'!' => {
+            let n: i64 = head.parse().ok()?;
+            if n < 0 {
+                return Some(after);
+            }
+            let end = after + n as usize + 2;
+            (buf.len() >= end).then_some(end)
+        }
+        b'*' | b'~' | b'>' | b'%' | b'|' => {
+            let n: i64 = head.parse().ok()?;
+            let items = if n < 0 {
+                0
+            } else if matches!(buf[0], b'%' | b'|') {
+                2 * n as usize
+            } else {
+                n as usize
+            };
+            let mut pos = after;
+            for _ in 0..items {
+                pos += reply_len(&buf[pos..])?;
+            }
+            if buf[0] == b'|' {
+                pos += reply_len(&buf[pos..])?;
+            }
+            Some(pos)
+        }
+        _ => panic!("bad RESP: {:?}", String::from_utf8_lossy(buf)),
+    }
+}
