@@ -16,6 +16,8 @@ pub struct Server {
     pub port: u16,
     pub dir: PathBuf,
     child: Child,
+    module_args: Vec<String>,
+    config: Vec<String>,
 }
 
 static NEXT_DIR: AtomicUsize = AtomicUsize::new(0);
@@ -36,49 +38,62 @@ pub fn is_valkey() -> bool {
     server_binary().contains("valkey")
 }
 
+/// A new, empty data directory for one server.
+pub fn new_dir() -> PathBuf {
+    let dir = std::env::temp_dir().join(format!(
+        "lock-test-{}-{}",
+        std::process::id(),
+        NEXT_DIR.fetch_add(1, Ordering::SeqCst)
+    ));
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).unwrap();
+    dir
+}
+
 impl Server {
     pub fn start() -> Self {
         Self::start_with(&[], &[])
     }
 
     /// `module_args` follow the module path on `--loadmodule`; `config` are extra
-    /// `--name value` settings.
+    /// `--name value` settings, which override the defaults (no persistence).
     pub fn start_with(module_args: &[&str], config: &[&str]) -> Self {
-        let dir = std::env::temp_dir().join(format!(
-            "lock-test-{}-{}",
-            std::process::id(),
-            NEXT_DIR.fetch_add(1, Ordering::SeqCst)
-        ));
-        let _ = std::fs::remove_dir_all(&dir);
-        std::fs::create_dir_all(&dir).unwrap();
-        for _attempt in 0..5 {
-            let port = free_port();
-            let mut cmd = Command::new(server_binary());
-            cmd.arg("--port")
-                .arg(port.to_string())
-                .args(["--bind", "127.0.0.1", "--save", "", "--appendonly", "no"])
-                .args(["--enable-debug-command", "yes", "--daemonize", "no"])
-                .arg("--dir")
-                .arg(&dir)
-                .arg("--logfile")
-                .arg(dir.join("server.log"))
-                .arg("--loadmodule")
-                .arg(module_path())
-                .args(module_args)
-                .args(config)
-                .stdout(Stdio::null())
-                .stderr(Stdio::null());
-            let mut child = cmd.spawn().expect("cannot start the server binary");
-            if wait_ready(port, &mut child) {
-                return Server { port, dir, child };
-            }
-            let _ = child.kill();
-            let _ = child.wait();
+        Self::start_in(new_dir(), module_args, config)
+    }
+
+    /// Start on `dir`, which may hold data files from an earlier server.
+    pub fn start_in(dir: PathBuf, module_args: &[&str], config: &[&str]) -> Self {
+        let module_args: Vec<String> = module_args.iter().map(|s| s.to_string()).collect();
+        let config: Vec<String> = config.iter().map(|s| s.to_string()).collect();
+        let (port, child) = launch(&dir, &module_args, &config);
+        Server {
+            port,
+            dir,
+            child,
+            module_args,
+            config,
         }
-        panic!(
-            "server did not start; log:\n{}",
-            std::fs::read_to_string(dir.join("server.log")).unwrap_or_default()
-        );
+    }
+
+    /// Kill the server with SIGKILL: no save, no goodbye.
+    pub fn kill(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+
+    /// SHUTDOWN SAVE, and wait for the process to end.
+    pub fn shutdown_save(&mut self) {
+        let mut raw = self.raw();
+        raw.send(&[b"SHUTDOWN", b"SAVE"]);
+        let _ = self.child.wait();
+    }
+
+    /// Start again on the same data directory and settings (after `kill` or `shutdown_save`).
+    pub fn restart(&mut self) {
+        let _ = self.child.wait();
+        let (port, child) = launch(&self.dir, &self.module_args, &self.config);
+        self.port = port;
+        self.child = child;
     }
 
     pub fn url(&self) -> String {
@@ -123,6 +138,37 @@ impl Drop for Server {
             let _ = std::fs::remove_dir_all(&self.dir);
         }
     }
+}
+
+fn launch(dir: &std::path::Path, module_args: &[String], config: &[String]) -> (u16, Child) {
+    for _attempt in 0..5 {
+        let port = free_port();
+        let mut cmd = Command::new(server_binary());
+        cmd.arg("--port")
+            .arg(port.to_string())
+            .args(["--bind", "127.0.0.1", "--save", "", "--appendonly", "no"])
+            .args(["--enable-debug-command", "yes", "--daemonize", "no"])
+            .arg("--dir")
+            .arg(dir)
+            .arg("--logfile")
+            .arg(dir.join("server.log"))
+            .arg("--loadmodule")
+            .arg(module_path())
+            .args(module_args)
+            .args(config)
+            .stdout(Stdio::null())
+            .stderr(Stdio::null());
+        let mut child = cmd.spawn().expect("cannot start the server binary");
+        if wait_ready(port, &mut child) {
+            return (port, child);
+        }
+        let _ = child.kill();
+        let _ = child.wait();
+    }
+    panic!(
+        "server did not start; log:\n{}",
+        std::fs::read_to_string(dir.join("server.log")).unwrap_or_default()
+    );
 }
 
 fn free_port() -> u16 {
@@ -328,5 +374,24 @@ fn reply_len(buf: &[u8]) -> Option<usize> {
             Some(pos)
         }
         _ => panic!("bad RESP: {:?}", String::from_utf8_lossy(buf)),
+    }
+}
+
+/// One `name:value` field of `INFO section`.
+pub fn info_field(con: &mut redis::Connection, section: &str, name: &str) -> Option<String> {
+    let text: String = redis::cmd("INFO").arg(section).query(con).unwrap();
+    text.lines()
+        .find_map(|l| l.strip_prefix(&format!("{name}:")).map(str::to_string))
+}
+
+/// Wait up to 10 s for `cond`.
+pub fn wait_for(what: &str, mut cond: impl FnMut() -> bool) {
+    let start = Instant::now();
+    while !cond() {
+        assert!(
+            start.elapsed() < Duration::from_secs(10),
+            "timed out waiting for {what}"
+        );
+        std::thread::sleep(Duration::from_millis(20));
     }
 }

@@ -1,0 +1,381 @@
+//! Locks and fencing numbers survive what a deployment goes through: restarts from RDB and
+//! AOF, replication, promotion of a replica, lost writes, DUMP/RESTORE, MIGRATE, RENAME, MOVE.
+
+mod common;
+
+use std::thread::sleep;
+use std::time::Duration;
+
+use common::*;
+
+/// Locks taken (and a few renewed, released or expired) before a restart.
+struct Taken {
+    held: Vec<(String, String, i64)>,
+    gone: Vec<String>,
+    max_fence: i64,
+}
+
+fn take_locks(con: &mut redis::Connection, prefix: &str, n: usize) -> Taken {
+    let mut held = Vec::new();
+    let mut gone = Vec::new();
+    let mut max_fence = 0;
+    for i in 0..n {
+        let key = format!("{prefix}:{i}");
+        let token = format!("owner-{prefix}-{i}\x00\u{ff}");
+        let fence = acquire(con, &key, 600_000, &token).unwrap();
+        max_fence = max_fence.max(fence);
+        match i % 5 {
+            0 => {
+                assert_eq!(
+                    int(call(
+                        con,
+                        &[b"LOCK.RELEASE", key.as_bytes(), token.as_bytes()]
+                    )),
+                    1
+                );
+                gone.push(key);
+            }
+            1 => {
+                assert_eq!(
+                    int(call(
+                        con,
+                        &[b"LOCK.RENEW", key.as_bytes(), token.as_bytes(), b"900000"]
+                    )),
+                    1
+                );
+                held.push((key, token, fence));
+            }
+            _ => held.push((key, token, fence)),
+        }
+    }
+    let key = format!("{prefix}:short");
+    max_fence = max_fence.max(acquire(con, &key, 50, "short").unwrap());
+    gone.push(key);
+    Taken {
+        held,
+        gone,
+        max_fence,
+    }
+}
+
+/// Every held lock is held again by its own token with its fence; the rest are free; new
+/// fences exceed every old one.
+fn check_locks(con: &mut redis::Connection, taken: &Taken) {
+    for (key, token, fence) in &taken.held {
+        assert_eq!(
+            info(con, key.as_bytes()).map(|i| i.0),
+            Some(*fence),
+            "{key}"
+        );
+        assert_eq!(acquire(con, key, 600_000, "intruder"), None, "{key}");
+        // The owner's retry is recognised: same fence.
+        assert_eq!(acquire(con, key, 600_000, token), Some(*fence), "{key}");
+        assert!(int(call(con, &[b"PTTL", key.as_bytes()])) > 0);
+    }
+    for key in &taken.gone {
+        assert_eq!(info(con, key.as_bytes()), None, "{key}");
+    }
+    let fresh = acquire(con, "fresh-after-restart", 1000, "new").unwrap();
+    assert!(fresh > taken.max_fence, "{fresh} <= {}", taken.max_fence);
+    call(con, &[b"LOCK.RELEASE", b"fresh-after-restart", b"new"]);
+}
+
+fn wait_rewrite_done(con: &mut redis::Connection) {
+    wait_for("AOF rewrite", || {
+        info_field(con, "persistence", "aof_rewrite_in_progress").as_deref() == Some("0")
+            && info_field(con, "persistence", "aof_rewrite_scheduled").as_deref() == Some("0")
+    });
+}
+
+#[test]
+fn locks_survive_a_restart_from_rdb() {
+    let mut srv = Server::start();
+    let taken = take_locks(&mut srv.conn(), "rdb", 30);
+    sleep(Duration::from_millis(100));
+    srv.shutdown_save();
+    srv.restart();
+    check_locks(&mut srv.conn(), &taken);
+}
+
+fn aof_restart(preamble: &str, rewrite: bool) {
+    let mut srv = Server::start_with(
+        &[],
+        &[
+            "--appendonly",
+            "yes",
+            "--appendfsync",
+            "always",
+            "--aof-use-rdb-preamble",
+            preamble,
+        ],
+    );
+    let mut con = srv.conn();
+    let mut taken = take_locks(&mut con, "before", 20);
+    if rewrite {
+        call(&mut con, &[b"BGREWRITEAOF"]);
+        wait_rewrite_done(&mut con);
+    }
+    // Writes after the rewrite land in the incremental AOF.
+    let after = take_locks(&mut con, "after", 10);
+    taken.held.extend(after.held);
+    taken.gone.extend(after.gone);
+    taken.max_fence = taken.max_fence.max(after.max_fence);
+    sleep(Duration::from_millis(100));
+    srv.kill();
+    srv.restart();
+    check_locks(&mut srv.conn(), &taken);
+    srv.assert_alive();
+}
+
+#[test]
+fn locks_survive_a_restart_from_aof_with_rdb_preamble() {
+    aof_restart("yes", true);
+}
+
+#[test]
+fn locks_survive_a_restart_from_a_plain_aof() {
+    aof_restart("no", false);
+}
+
+#[test]
+fn locks_survive_a_restart_from_a_plain_aof_after_bgrewriteaof() {
+    aof_restart("no", true);
+}
+
+#[test]
+fn fences_keep_rising_after_a_crash_loses_the_newest_writes() {
+    let mut srv = Server::start();
+    let mut con = srv.conn();
+    take_locks(&mut con, "saved", 10);
+    call(&mut con, &[b"SAVE"]);
+    // These grants are lost with the crash.
+    let lost = take_locks(&mut con, "lost", 200);
+    srv.kill();
+    srv.restart();
+    let mut con = srv.conn();
+    assert_eq!(
+        info(&mut con, b"lost:3"),
+        None,
+        "the newer writes really were lost"
+    );
+    let fresh = acquire(&mut con, "lost:3", 1000, "new").unwrap();
+    assert!(fresh > lost.max_fence, "{fresh} <= {}", lost.max_fence);
+}
+
+#[test]
+fn a_replica_follows_the_primary_and_keeps_the_locks_when_promoted() {
+    let mut primary = Server::start();
+    let mut pcon = primary.conn();
+    // Taken before the replica connects: they reach it by full sync.
+    let mut taken = take_locks(&mut pcon, "sync", 15);
+    let replica = Server::start_with(
+        &[],
+        &["--replicaof", "127.0.0.1", &primary.port.to_string()],
+    );
+    let mut rcon = replica.conn();
+    wait_for("replica link", || {
+        info_field(&mut rcon, "replication", "master_link_status").as_deref() == Some("up")
+    });
+    // Taken after: they reach it through the replication stream.
+    let stream = take_locks(&mut pcon, "stream", 15);
+    taken.held.extend(stream.held);
+    taken.gone.extend(stream.gone);
+    taken.max_fence = taken.max_fence.max(stream.max_fence);
+    assert_eq!(int(call(&mut pcon, &[b"WAIT", b"1", b"5000"])), 1);
+    sleep(Duration::from_millis(100));
+
+    for (key, _, fence) in &taken.held {
+        let (pf, pttl, _) = info(&mut pcon, key.as_bytes()).unwrap();
+        let (rf, rttl, _) = info(&mut rcon, key.as_bytes()).expect(key);
+        assert_eq!((pf, rf), (*fence, *fence), "{key}");
+        assert!(
+            (pttl - rttl).abs() < 200,
+            "{key}: primary ttl {pttl}, replica ttl {rttl}"
+        );
+    }
+    for key in &taken.gone {
+        assert_eq!(info(&mut rcon, key.as_bytes()), None, "{key}");
+    }
+    // The replica refuses writes, including the effect command.
+    let err = call_err(&mut rcon, &[b"LOCK.ACQUIRE", b"x", b"1000"]);
+    assert!(err.starts_with("READONLY"), "{err}");
+    let err = call_err(
+        &mut rcon,
+        &[
+            b"LOCK.RELEASE",
+            b"sync:2",
+            "owner-sync-2\x00\u{ff}".as_bytes(),
+        ],
+    );
+    assert!(err.starts_with("READONLY"), "{err}");
+    let digest = |con: &mut redis::Connection| call(con, &[b"DEBUG", b"DIGEST"]);
+    assert_eq!(digest(&mut pcon), digest(&mut rcon));
+
+    // Failover: the primary dies, the replica is promoted.
+    primary.kill();
+    call(&mut rcon, &[b"REPLICAOF", b"NO", b"ONE"]);
+    check_locks(&mut rcon, &taken);
+}
+
+/// A lock loaded from an AOF with a fence far above the clock: the clock is raised to it, and
+/// DUMP/RESTORE and MIGRATE carry it to other servers, raising theirs.
+#[test]
+fn restored_and_migrated_locks_raise_the_fence_clock() {
+    let future_fence = now_us() + 1_000_000_000_000;
+    let deadline = (now_us() / 1000 + 600_000).to_string();
+    let fence = future_fence.to_string();
+    let mut aof = Vec::new();
+    for args in [
+        &[&b"SELECT"[..], b"0"][..],
+        &[
+            b"LOCK.APPLY",
+            b"future",
+            b"tok",
+            deadline.as_bytes(),
+            fence.as_bytes(),
+        ],
+        &[
+            b"LOCK.APPLY",
+            b"other",
+            b"tok2",
+            deadline.as_bytes(),
+            fence.as_bytes(),
+        ],
+    ] {
+        aof.extend_from_slice(format!("*{}\r\n", args.len()).as_bytes());
+        for a in args {
+            aof.extend_from_slice(format!("${}\r\n", a.len()).as_bytes());
+            aof.extend_from_slice(a);
+            aof.extend_from_slice(b"\r\n");
+        }
+    }
+    let dir = new_dir();
+    std::fs::write(dir.join("appendonly.aof"), aof).unwrap();
+    let source = Server::start_in(dir, &[], &["--appendonly", "yes"]);
+    let mut scon = source.conn();
+    assert_eq!(
+        info(&mut scon, b"future").map(|i| i.0),
+        Some(future_fence),
+        "{}",
+        source.log()
+    );
+    assert!(acquire(&mut scon, "next", 1000, "me").unwrap() > future_fence);
+
+    // DUMP / RESTORE with the remaining ttl.
+    let target = Server::start();
+    let mut tcon = target.conn();
+    let payload = call(&mut scon, &[b"DUMP", b"future"]);
+    let Value::BulkString(payload) = payload else {
+        panic!("{payload:?}")
+    };
+    let pttl = int(call(&mut scon, &[b"PTTL", b"future"])).to_string();
+    call(
+        &mut tcon,
+        &[b"RESTORE", b"future", pttl.as_bytes(), &payload],
+    );
+    assert_eq!(info(&mut tcon, b"future").map(|i| i.0), Some(future_fence));
+    assert_eq!(acquire(&mut tcon, "future", 1000, "intruder"), None);
+    assert_eq!(
+        int(call(
+            &mut tcon,
+            &[b"LOCK.RENEW", b"future", b"tok", b"5000"]
+        )),
+        1
+    );
+    assert!(acquire(&mut tcon, "next", 1000, "me").unwrap() > future_fence);
+    // A corrupt payload is refused, not loaded.
+    let mut bad = payload.clone();
+    let mid = bad.len() / 2;
+    bad[mid] ^= 0xff;
+    let err = call_err(&mut tcon, &[b"RESTORE", b"bad", b"0", &bad]);
+    assert!(err.starts_with("ERR"), "{err}");
+
+    // MIGRATE moves the lock with token, deadline and fence.
+    let third = Server::start();
+    let mut ccon = third.conn();
+    let port = third.port.to_string();
+    let reply = call(
+        &mut scon,
+        &[
+            b"MIGRATE",
+            b"127.0.0.1",
+            port.as_bytes(),
+            b"other",
+            b"0",
+            b"5000",
+        ],
+    );
+    assert_eq!(reply, Value::Okay);
+    assert_eq!(int(call(&mut scon, &[b"EXISTS", b"other"])), 0);
+    assert_eq!(info(&mut ccon, b"other").map(|i| i.0), Some(future_fence));
+    assert!(int(call(&mut ccon, &[b"PTTL", b"other"])) > 500_000);
+    assert!(acquire(&mut ccon, "next", 1000, "me").unwrap() > future_fence);
+    assert_eq!(
+        int(call(&mut ccon, &[b"LOCK.RELEASE", b"other", b"tok2"])),
+        1
+    );
+}
+
+#[test]
+fn rename_and_move_carry_the_lock() {
+    let srv = Server::start();
+    let mut con = srv.conn();
+    let fence = acquire(&mut con, "a", 60_000, "me").unwrap();
+    call(&mut con, &[b"RENAME", b"a", b"b"]);
+    assert_eq!(info(&mut con, b"a"), None);
+    assert_eq!(info(&mut con, b"b").map(|i| i.0), Some(fence));
+    assert!(int(call(&mut con, &[b"PTTL", b"b"])) > 50_000);
+    assert_eq!(int(call(&mut con, &[b"MOVE", b"b", b"1"])), 1);
+    call(&mut con, &[b"SELECT", b"1"]);
+    assert_eq!(info(&mut con, b"b").map(|i| i.0), Some(fence));
+    assert_eq!(int(call(&mut con, &[b"LOCK.RELEASE", b"b", b"me"])), 1);
+    // TYPE, MEMORY USAGE and DEBUG DIGEST-VALUE answer on lock keys.
+    acquire(&mut con, "c", 60_000, "me").unwrap();
+    let kind: String = redis::cmd("TYPE").arg("c").query(&mut con).unwrap();
+    assert_eq!(kind, "fencelock");
+    assert!(int(call(&mut con, &[b"MEMORY", b"USAGE", b"c"])) > 0);
+    let d1 = call(&mut con, &[b"DEBUG", b"DIGEST-VALUE", b"c"]);
+    call(&mut con, &[b"LOCK.RENEW", b"c", b"me", b"90000"]);
+    let d2 = call(&mut con, &[b"DEBUG", b"DIGEST-VALUE", b"c"]);
+    assert_ne!(d1, d2, "the digest covers the deadline");
+}
+
+/// `tests/fixtures/lock-v1.rdb` was saved by Redis 7.0 with encoding version 1 of the lock
+/// type: two locks held until 2100 with fences 5000000000000000 and 4999999999999999, and the
+/// fence clock at 5000000000000000. Every later version must still load it.
+#[test]
+fn an_rdb_written_by_encoding_version_1_still_loads() {
+    let dir = new_dir();
+    let fixture =
+        std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/lock-v1.rdb");
+    std::fs::copy(fixture, dir.join("dump.rdb")).unwrap();
+    let srv = Server::start_in(dir, &[], &[]);
+    let mut con = srv.conn();
+    assert_eq!(int(call(&mut con, &[b"DBSIZE"])), 2, "{}", srv.log());
+    assert_eq!(
+        info(&mut con, b"fixture:lock").map(|i| i.0),
+        Some(5_000_000_000_000_000)
+    );
+    assert_eq!(
+        info(&mut con, b"fixture:\x00binary").map(|i| i.0),
+        Some(4_999_999_999_999_999)
+    );
+    assert_eq!(acquire(&mut con, "fixture:lock", 1000, "intruder"), None);
+    let owner: &[u8] = b"fixture-owner\x00\xff";
+    assert_eq!(
+        int(call(
+            &mut con,
+            &[b"LOCK.RENEW", b"fixture:lock", owner, b"60000"]
+        )),
+        1
+    );
+    assert_eq!(
+        int(call(
+            &mut con,
+            &[b"LOCK.RELEASE", b"fixture:\x00binary", b"tok"]
+        )),
+        1
+    );
+    // The saved fence clock was restored: new grants come after it.
+    assert!(acquire(&mut con, "new", 1000, "me").unwrap() > 5_000_000_000_000_000);
+}
