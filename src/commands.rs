@@ -36,23 +36,16 @@ pub fn acquire(ctx: &Context, args: Vec<RedisString>) -> RedisResult {
                     Some(token) => token,
                     None => Token::generate()?,
                 };
-                let lock = Lock {
+                lock_key.store(Lock {
                     token,
                     deadline_ms: deadline,
                     fence: FENCE.grant(clock::now_us())?,
-                };
-                let reply = grant_reply(&lock);
-                replication::replicate_lock(ctx, key, &lock);
-                lock_key.store(lock)?;
-                Ok(reply)
+                })?;
+                stored(ctx, key, &mut lock_key)
             }
             Acquire::Retry => {
                 lock_key.set_deadline(deadline)?;
-                let lock = lock_key
-                    .lock()?
-                    .ok_or_else(|| LockError::Internal("the retried lock vanished".into()))?;
-                replication::replicate_lock(ctx, key, lock);
-                Ok(grant_reply(lock))
+                stored(ctx, key, &mut lock_key)
             }
             // Inside MULTI, Lua and functions BLOCK is a single attempt, as BLPOP is there.
             Acquire::Busy
@@ -139,6 +132,15 @@ fn key_and_rest<'a>(
         [_, key, rest @ ..] => Ok((key, rest.iter().map(RedisString::as_slice).collect())),
         _ => Err(LockError::WrongArity(command)),
     }
+}
+
+/// After a grant or retry has been stored: replicate the lock as stored, reply `[token, fence]`.
+fn stored(ctx: &Context, key: &RedisString, lock_key: &mut LockKey) -> LockResult<RedisValue> {
+    let lock = lock_key
+        .lock()?
+        .ok_or_else(|| LockError::Internal("the stored lock vanished".into()))?;
+    replication::replicate_lock(ctx, key, lock);
+    Ok(grant_reply(lock))
 }
 
 /// `[token, fence]`.
