@@ -255,11 +255,7 @@ fn random_arguments_never_crash_the_server() {
         }
         let refs: Vec<&[u8]> = args.iter().map(Vec::as_slice).collect();
         // Any reply at all, error or not, is fine; a dead server is not.
-        let mut cmd = redis::cmd(std::str::from_utf8(refs[0]).unwrap());
-        for a in &refs[1..] {
-            cmd.arg(*a);
-        }
-        let _ = cmd.query::<Value>(&mut con);
+        let _ = command(&refs).query::<Value>(&mut con);
     }
     srv.assert_alive();
     // BLOCK was only ever given with short or zero timeouts on free or held locks: nothing waits.

@@ -206,7 +206,8 @@ pub fn call(con: &mut redis::Connection, args: &[&[u8]]) -> Value {
         .unwrap_or_else(|e| panic!("{args:?}: {e}"))
 }
 
-fn command(args: &[&[u8]]) -> redis::Cmd {
+/// A command from raw arguments (the first is the command name).
+pub fn command(args: &[&[u8]]) -> redis::Cmd {
     let mut cmd = redis::cmd(std::str::from_utf8(args[0]).unwrap());
     for a in &args[1..] {
         cmd.arg(*a);
