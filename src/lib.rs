@@ -32,7 +32,10 @@ fn init(ctx: &Context, _args: &[RedisString]) -> Status {
         unsafe {
             set_options(
                 ctx.ctx,
-                raw::REDISMODULE_OPTION_NO_IMPLICIT_SIGNAL_MODIFIED as i32,
+                // HANDLE_IO_ERRORS: a short read in rdb_load (a crafted RESTORE payload)
+                // comes back as an error instead of aborting the server.
+                (raw::REDISMODULE_OPTION_NO_IMPLICIT_SIGNAL_MODIFIED
+                    | raw::REDISMODULE_OPTIONS_HANDLE_IO_ERRORS) as i32,
             )
         };
     }

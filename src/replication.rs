@@ -52,6 +52,9 @@ pub fn apply(ctx: &Context, args: Vec<RedisString>) -> RedisResult {
         let rest: Vec<&[u8]> = rest.iter().map(RedisString::as_slice).collect();
         let request = ApplyRequest::parse(&rest)?;
         apply_request(ctx, key, request)?;
+        // A replica's own AOF must record the effect too (sub-replicas get the primary's
+        // stream proxied; nothing propagates while the AOF itself is loading).
+        ctx.replicate_verbatim();
         Ok(RedisValue::SimpleStringStatic("OK"))
     })
 }
