@@ -56,7 +56,7 @@ const RW_UPDATE: u32 = raw::REDISMODULE_CMD_KEY_RW | raw::REDISMODULE_CMD_KEY_UP
 const DOCS: &[CommandDoc] = &[
     CommandDoc {
         name: c"lock.acquire",
-        summary: c"Takes the lock for ttl milliseconds; replies [token, fence], or null if another owner holds it.",
+        summary: c"Takes the lock for ttl milliseconds; replies [token, fence], or null if another owner holds it. With BLOCK, waits in FIFO order for up to timeout ms (0: no limit).",
         arity: -3,
         key_flags: RW_UPDATE,
         args: &[
@@ -99,7 +99,17 @@ const DOCS: &[CommandDoc] = &[
             arg(c"fence", INTEGER),
         ],
     },
+    CommandDoc {
+        name: c"lock.clock",
+        summary: c"Internal: raises the fence clock to fence (replication and AOF only).",
+        arity: 2,
+        key_flags: NO_KEY,
+        args: &[arg(c"fence", INTEGER)],
+    },
 ];
+
+/// `key_flags` of a command without keys.
+const NO_KEY: u32 = 0;
 
 /// Attach docs and key specs to every command. On a server without the API (before 7.0) the
 /// commands still work with their legacy key positions; the server copies what it is given.
@@ -129,6 +139,11 @@ pub fn register(ctx: &Context) -> Status {
             return Status::Err;
         }
         let mut key_specs = [key_spec(doc.key_flags), unsafe { std::mem::zeroed() }];
+        let key_specs = if doc.key_flags == NO_KEY {
+            &mut key_specs[1..]
+        } else {
+            &mut key_specs[..]
+        };
         let mut args: Vec<raw::RedisModuleCommandArg> = doc.args.iter().map(raw_arg).collect();
         args.push(unsafe { std::mem::zeroed() });
         let info = raw::RedisModuleCommandInfo {

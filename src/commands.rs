@@ -6,6 +6,7 @@ use std::collections::BTreeMap;
 use redis_module::redisvalue::RedisValueKey;
 use redis_module::{Context, ContextFlags, RedisResult, RedisString, RedisValue};
 
+use crate::blocking;
 use crate::clock;
 use crate::config;
 use crate::error::{LockError, LockResult};
@@ -28,9 +29,18 @@ pub fn acquire(ctx: &Context, args: Vec<RedisString>) -> RedisResult {
         }
         let now = clock::now_ms()?;
         let deadline = lock::deadline(now, request.ttl_ms)?;
+        if let Some(timeout) = request.block_ms {
+            lock::deadline(now, timeout).map_err(|_| LockError::TimeoutOverflow(timeout))?;
+        }
+        let id = blocking::lock_id(ctx, key)?;
         let mut lock_key = LockKey::open(ctx, key, Mode::Write)?;
-        let decision = decide_acquire(lock_key.lock()?.as_deref(), request.token.as_ref(), now);
-        match decision {
+        // No overtaking: a lock that is free while clients queue goes to the first of them.
+        let free = !lock_key.lock()?.is_some_and(|lock| lock.is_live(now));
+        if free && blocking::has_waiters(&id) {
+            blocking::grant_to_head(ctx, key, &mut lock_key, &id)?;
+        }
+        let current = lock_key.lock()?;
+        match decide_acquire(current.as_deref(), request.token.as_ref(), now) {
             Acquire::Grant => {
                 let token = match request.token {
                     Some(token) => token,
@@ -45,15 +55,25 @@ pub fn acquire(ctx: &Context, args: Vec<RedisString>) -> RedisResult {
             }
             Acquire::Retry => {
                 lock_key.set_deadline(deadline)?;
+                blocking::deadline_moved(&id, deadline);
                 stored(ctx, key, &mut lock_key)
             }
-            // Inside MULTI, Lua and functions BLOCK is a single attempt, as BLPOP is there.
-            Acquire::Busy
-                if request.block_ms.is_some() && !flags.contains(ContextFlags::DENY_BLOCKING) =>
-            {
-                Err(LockError::BlockUnsupported)
-            }
-            Acquire::Busy => Ok(RedisValue::Null),
+            Acquire::Busy => match request.block_ms {
+                // Inside MULTI, Lua and functions BLOCK is a single attempt, as BLPOP is there;
+                // and only a primary makes clients wait (nothing may block on a replica).
+                Some(timeout)
+                    if !flags.contains(ContextFlags::DENY_BLOCKING)
+                        && flags.contains(ContextFlags::MASTER) =>
+                {
+                    let holder_deadline = current.map_or(now, |lock| lock.deadline_ms);
+                    let token = match request.token {
+                        Some(token) => token,
+                        None => Token::generate()?,
+                    };
+                    blocking::block(ctx, id, holder_deadline, token, request.ttl_ms, timeout)
+                }
+                _ => Ok(RedisValue::Null),
+            },
         }
     })
 }
@@ -73,11 +93,12 @@ pub fn renew(ctx: &Context, args: Vec<RedisString>) -> RedisResult {
         if let Some(lock) = lock_key.lock()? {
             replication::replicate_lock(ctx, key, lock);
         }
+        blocking::deadline_moved(&blocking::lock_id(ctx, key)?, deadline);
         Ok(RedisValue::Integer(1))
     })
 }
 
-/// LOCK.RELEASE key token
+/// LOCK.RELEASE key token: the lock goes to the first waiter, or the key is deleted.
 pub fn release(ctx: &Context, args: Vec<RedisString>) -> RedisResult {
     guard::command(|| {
         let (key, rest) = key_and_rest(&args, "lock.release")?;
@@ -87,8 +108,11 @@ pub fn release(ctx: &Context, args: Vec<RedisString>) -> RedisResult {
         if held_by(lock_key.lock()?, &token, now).is_none() {
             return Ok(RedisValue::Integer(0));
         }
-        lock_key.delete()?;
-        replication::replicate_release(ctx, key);
+        let id = blocking::lock_id(ctx, key)?;
+        if !blocking::grant_to_head(ctx, key, &mut lock_key, &id)? {
+            lock_key.delete()?;
+            replication::replicate_release(ctx, key);
+        }
         Ok(RedisValue::Integer(1))
     })
 }
@@ -105,12 +129,14 @@ pub fn info(ctx: &Context, args: Vec<RedisString>) -> RedisResult {
         let Some(lock) = lock_key.lock()?.filter(|lock| lock.is_live(now)) else {
             return Ok(RedisValue::Null);
         };
+        let waiters =
+            i64::try_from(blocking::waiters(&blocking::lock_id(ctx, key)?)).unwrap_or(i64::MAX);
         let fence = i64::try_from(lock.fence)
             .map_err(|_| LockError::Internal("fence out of range".into()))?;
         let fields = [
             ("fence", fence),
             ("ttl", lock.remaining_ms(now)),
-            ("waiters", 0),
+            ("waiters", waiters),
         ];
         Ok(RedisValue::OrderedMap(BTreeMap::from(fields.map(
             |(name, value)| {
@@ -140,13 +166,13 @@ fn stored(ctx: &Context, key: &RedisString, lock_key: &mut LockKey) -> LockResul
         .lock()?
         .ok_or_else(|| LockError::Internal("the stored lock vanished".into()))?;
     replication::replicate_lock(ctx, key, lock);
-    Ok(grant_reply(lock))
+    Ok(grant_reply(&lock.token, lock.fence))
 }
 
-/// `[token, fence]`.
-fn grant_reply(lock: &Lock) -> RedisValue {
+/// `[token, fence]`: the reply to every grant, at once or after waiting.
+pub fn grant_reply(token: &Token, fence: u64) -> RedisValue {
     RedisValue::Array(vec![
-        RedisValue::StringBuffer(lock.token.as_bytes().to_vec()),
-        RedisValue::Integer(i64::try_from(lock.fence).unwrap_or(i64::MAX)),
+        RedisValue::StringBuffer(token.as_bytes().to_vec()),
+        RedisValue::Integer(i64::try_from(fence).unwrap_or(i64::MAX)),
     ])
 }

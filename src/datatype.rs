@@ -11,6 +11,7 @@ use std::os::raw::{c_char, c_int, c_longlong};
 use redis_module::native_types::RedisType;
 use redis_module::raw;
 
+use crate::blocking;
 use crate::fence::{FENCE, MAX_FENCE};
 use crate::guard;
 use crate::lock::Lock;
@@ -44,7 +45,7 @@ pub static LOCK_TYPE: RedisType = RedisType::new(
         defrag: None,
         mem_usage2: None,
         free_effort2: None,
-        unlink2: None,
+        unlink2: Some(unlink),
         copy2: None,
         aux_save2: None,
     },
@@ -169,6 +170,34 @@ unsafe extern "C" fn free(value: *mut c_void) {
             // or rdb_load, and the server frees each once.
             drop(unsafe { Box::from_raw(value.cast::<Lock>()) });
         }
+    })
+}
+
+/// A lock key left its database (DEL, UNLINK, overwrite, expiry, RENAME, MOVE, MIGRATE):
+/// clients waiting for it are served once the server has finished.
+unsafe extern "C" fn unlink(ctx: *mut raw::RedisModuleKeyOptCtx, _value: *const c_void) {
+    guard::callback((), || {
+        let (Some(db_of), Some(name_of), Some(bytes_of)) = (unsafe {
+            (
+                raw::RedisModule_GetDbIdFromOptCtx,
+                raw::RedisModule_GetKeyNameFromOptCtx,
+                raw::RedisModule_StringPtrLen,
+            )
+        }) else {
+            return;
+        };
+        // SAFETY: the server passes a live key context; the name outlives this call.
+        let (db, name) = unsafe { (db_of(ctx), name_of(ctx)) };
+        if name.is_null() {
+            return;
+        }
+        let mut len = 0;
+        let bytes = unsafe { bytes_of(name, &mut len) };
+        if bytes.is_null() {
+            return;
+        }
+        let name = unsafe { std::slice::from_raw_parts(bytes.cast::<u8>(), len) };
+        blocking::key_removed(db, name);
     })
 }
 

@@ -44,10 +44,8 @@ pub enum LockError {
     )]
     EvictionPossible,
 
-    #[error(
-        "ERR LOCK.ACQUIRE BLOCK cannot wait yet: the lock is held (waiting is not supported yet)"
-    )]
-    BlockUnsupported,
+    #[error("ERR invalid BLOCK timeout {0}: now + timeout overflows 64 bits")]
+    TimeoutOverflow(i64),
 
     #[error("ERR {0} only accepts the primary's replication stream and AOF replay")]
     InternalCommand(&'static str),
@@ -118,7 +116,7 @@ mod tests {
             LockError::MissingValue("TOKEN"),
             LockError::WrongType,
             LockError::EvictionPossible,
-            LockError::BlockUnsupported,
+            LockError::TimeoutOverflow(1),
             LockError::InternalCommand("LOCK.APPLY"),
             LockError::FenceExhausted,
             LockError::RandomSource("x".into()),

@@ -7,6 +7,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 
 use redis_module::{raw, Context, ContextFlags};
 
+use crate::events;
 use crate::guard;
 
 static EVICTION_POSSIBLE: AtomicBool = AtomicBool::new(false);
@@ -18,13 +19,7 @@ and lose locks silently, so LOCK.ACQUIRE is refused until maxmemory-policy is no
 /// Log the current state at load and follow config changes from then on.
 pub fn watch(ctx: &Context) {
     report(ctx, true);
-    let event = raw::RedisModuleEvent {
-        id: raw::REDISMODULE_EVENT_CONFIG,
-        dataver: 1,
-    };
-    let subscribed = unsafe { raw::RedisModule_SubscribeToServerEvent }
-        .map(|subscribe| unsafe { subscribe(ctx.ctx, event, Some(on_config_change)) });
-    if subscribed != Some(raw::REDISMODULE_OK as i32) {
+    if events::subscribe(ctx, raw::REDISMODULE_EVENT_CONFIG, on_config_change).is_err() {
         ctx.log_warning("could not follow config changes: eviction warnings only at load");
     }
 }

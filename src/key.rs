@@ -46,7 +46,28 @@ impl LockKey {
             key: NonNull::new(key.cast()),
         };
         this.check_type()?;
+        let mut this = this;
+        if matches!(mode, Mode::Write) {
+            this.resync_expiry()?;
+        }
         Ok(this)
+    }
+
+    /// PERSIST, PEXPIRE or `RESTORE key 0` can leave the key's expiry apart from the lock's
+    /// deadline; a write command puts it back, so the key goes when the lock ends, not before
+    /// or after. (A past deadline makes the server drop the key by its own expiry.)
+    fn resync_expiry(&mut self) -> LockResult<()> {
+        let Some(key) = self.key else { return Ok(()) };
+        let Some(deadline) = self.lock()?.map(|lock| lock.deadline_ms) else {
+            return Ok(());
+        };
+        let get_abs_expire = api!(RedisModule_GetAbsExpire);
+        // SAFETY: key is an open key handle holding a lock.
+        if unsafe { get_abs_expire(key.as_ptr()) } != deadline {
+            let set_abs_expire = api!(RedisModule_SetAbsExpire);
+            unsafe { set_abs_expire(key.as_ptr(), deadline) };
+        }
+        Ok(())
     }
 
     fn check_type(&self) -> LockResult<()> {

@@ -4,12 +4,14 @@
 // The glue is only reachable through the module registration, which unit tests leave out.
 #![cfg_attr(test, allow(dead_code))]
 
+mod blocking;
 mod clock;
 mod command_info;
 mod commands;
 mod config;
 mod datatype;
 mod error;
+mod events;
 mod eviction;
 mod fence;
 mod guard;
@@ -18,6 +20,7 @@ mod lock;
 mod replication;
 mod request;
 mod token;
+mod waiters;
 
 #[cfg(not(test))]
 use {
@@ -40,6 +43,10 @@ fn init(ctx: &Context, _args: &[RedisString]) -> Status {
         };
     }
     eviction::watch(ctx);
+    if let Err(e) = blocking::init(ctx).and_then(|()| replication::watch_forks(ctx)) {
+        ctx.log_warning(&format!("could not subscribe to server events: {e}"));
+        return Status::Err;
+    }
     command_info::register(ctx)
 }
 
@@ -57,6 +64,7 @@ redis_module::redis_module! {
         ["lock.release", commands::release, "write fast", 1, 1, 1, ""],
         ["lock.info", commands::info, "readonly fast", 1, 1, 1, ""],
         ["lock.apply", replication::apply, "write deny-script", 1, 1, 1, ""],
+        ["lock.clock", replication::clock, "write deny-script", 0, 0, 0, ""],
     ],
     configurations: [
         i64: [

@@ -2,17 +2,23 @@
 //! deadline fence` with the primary's own token, absolute deadline and fence, never as the
 //! command the client typed (which would draw a new token and read the replica's clock);
 //! a release is sent as `DEL key`.
+//!
+//! The fence clock itself travels as `LOCK.CLOCK fence`, written whenever the server forks
+//! (BGSAVE, BGREWRITEAOF): a rewritten AOF without the RDB preamble keeps only live locks, so
+//! the clock goes into the incremental file that follows it.
 
-use std::ffi::CStr;
+use std::ffi::{c_void, CStr};
+use std::time::Duration;
 
 use redis_module::{raw, Context, ContextFlags, RedisResult, RedisString, RedisValue};
 
 use crate::error::{LockError, LockResult};
+use crate::events;
 use crate::fence::FENCE;
 use crate::guard;
 use crate::key::{LockKey, Mode};
 use crate::lock::Lock;
-use crate::request::ApplyRequest;
+use crate::request::{parse_clock, ApplyRequest};
 
 pub const APPLY_COMMAND: &CStr = c"LOCK.APPLY";
 
@@ -42,10 +48,7 @@ pub fn replicate_release(ctx: &Context, key: &RedisString) {
 /// Ordinary clients are refused: only the primary's link and AOF replay may apply effects.
 pub fn apply(ctx: &Context, args: Vec<RedisString>) -> RedisResult {
     guard::command(|| {
-        let from_primary = ctx.get_flags().contains(ContextFlags::REPLICATED);
-        if !from_primary && client_id(ctx) != Some(AOF_CLIENT_ID) {
-            return Err(LockError::InternalCommand("LOCK.APPLY"));
-        }
+        effects_only(ctx, "LOCK.APPLY")?;
         let [_, key, rest @ ..] = args.as_slice() else {
             return Err(LockError::WrongArity("lock.apply"));
         };
@@ -57,6 +60,58 @@ pub fn apply(ctx: &Context, args: Vec<RedisString>) -> RedisResult {
         ctx.replicate_verbatim();
         Ok(RedisValue::SimpleStringStatic("OK"))
     })
+}
+
+/// LOCK.CLOCK fence: raise the fence clock (from the primary's link or AOF replay only).
+pub fn clock(ctx: &Context, args: Vec<RedisString>) -> RedisResult {
+    guard::command(|| {
+        effects_only(ctx, "LOCK.CLOCK")?;
+        let rest: Vec<&[u8]> = args.iter().skip(1).map(RedisString::as_slice).collect();
+        FENCE.observe(parse_clock(&rest)?);
+        ctx.replicate_verbatim();
+        Ok(RedisValue::SimpleStringStatic("OK"))
+    })
+}
+
+fn effects_only(ctx: &Context, command: &'static str) -> LockResult<()> {
+    let from_primary = ctx.get_flags().contains(ContextFlags::REPLICATED);
+    if from_primary || client_id(ctx) == Some(AOF_CLIENT_ID) {
+        Ok(())
+    } else {
+        Err(LockError::InternalCommand(command))
+    }
+}
+
+/// Write the fence clock into the AOF and to replicas each time the server forks.
+pub fn watch_forks(ctx: &Context) -> LockResult<()> {
+    events::subscribe(ctx, raw::REDISMODULE_EVENT_FORK_CHILD, on_fork)
+}
+
+unsafe extern "C" fn on_fork(
+    ctx: *mut raw::RedisModuleCtx,
+    _event: raw::RedisModuleEvent,
+    subevent: u64,
+    _data: *mut c_void,
+) {
+    guard::callback((), || {
+        if subevent == raw::REDISMODULE_SUBEVENT_FORK_CHILD_BORN {
+            write_clock(&Context::new(ctx), ());
+        }
+    })
+}
+
+/// While clients are paused nothing may be propagated (the server asserts on it): retry.
+fn write_clock(ctx: &Context, (): ()) {
+    let last = FENCE.last();
+    if last == 0 {
+        return;
+    }
+    if events::clients_paused() {
+        ctx.create_timer(Duration::from_millis(50), write_clock, ());
+        return;
+    }
+    let fence = last.to_string();
+    ctx.replicate("LOCK.CLOCK", &[fence.as_bytes()][..]);
 }
 
 fn client_id(ctx: &Context) -> Option<u64> {

@@ -94,20 +94,30 @@ impl ApplyRequest {
         let [token, deadline, fence] = args else {
             return Err(LockError::WrongArity("lock.apply"));
         };
-        let number = |name, bytes: &[u8]| {
-            parse_i64(bytes)
-                .filter(|n| *n >= 0)
-                .ok_or_else(|| LockError::BadEffectArgument {
-                    name,
-                    value: shown(bytes),
-                })
-        };
         Ok(Self {
             token: Token::parse(token)?,
-            deadline_ms: number("deadline", deadline)?,
-            fence: number("fence", fence)?.unsigned_abs(),
+            deadline_ms: effect_number("deadline", deadline)?,
+            fence: effect_number("fence", fence)?.unsigned_abs(),
         })
     }
+}
+
+/// LOCK.CLOCK's one argument: the fence the clock must reach.
+pub fn parse_clock(args: &[&[u8]]) -> LockResult<u64> {
+    let [fence] = args else {
+        return Err(LockError::WrongArity("lock.clock"));
+    };
+    Ok(effect_number("fence", fence)?.unsigned_abs())
+}
+
+/// A number in an effect command: whole, 0 or more.
+fn effect_number(name: &'static str, bytes: &[u8]) -> LockResult<i64> {
+    parse_i64(bytes)
+        .filter(|n| *n >= 0)
+        .ok_or_else(|| LockError::BadEffectArgument {
+            name,
+            value: shown(bytes),
+        })
 }
 
 fn parse_ttl(bytes: &[u8], max_ttl_ms: i64) -> LockResult<i64> {

@@ -319,13 +319,40 @@ impl Raw {
     }
 
     pub fn send(&mut self, args: &[&[u8]]) {
-        let mut out = format!("*{}\r\n", args.len()).into_bytes();
-        for a in args {
-            out.extend_from_slice(format!("${}\r\n", a.len()).as_bytes());
-            out.extend_from_slice(a);
-            out.extend_from_slice(b"\r\n");
-        }
-        self.stream.write_all(&out).unwrap();
+        self.write_all(&resp(args));
+    }
+
+    /// Bytes as they are, e.g. several commands in one packet.
+    pub fn write_all(&mut self, bytes: &[u8]) {
+        self.stream.write_all(bytes).unwrap();
+    }
+
+    /// The next reply if one arrives within `wait`, else None (the connection stays usable).
+    pub fn reply_within(&mut self, wait: Duration) -> Option<Vec<u8>> {
+        self.stream.set_read_timeout(Some(wait)).unwrap();
+        let start = Instant::now();
+        let reply = loop {
+            if let Some(n) = reply_len(&self.buf) {
+                break Some(self.buf.drain(..n).collect());
+            }
+            let mut chunk = [0u8; 4096];
+            match self.stream.read(&mut chunk) {
+                Ok(0) => panic!("connection closed"),
+                Ok(n) => self.buf.extend_from_slice(&chunk[..n]),
+                Err(_) if start.elapsed() >= wait => break None,
+                Err(_) => {}
+            }
+        };
+        self.stream
+            .set_read_timeout(Some(Duration::from_secs(10)))
+            .unwrap();
+        reply
+    }
+
+    /// The next reply, parsed.
+    pub fn value(&mut self) -> Value {
+        let bytes = self.read_reply();
+        redis::parse_redis_value(&bytes).unwrap()
     }
 
     pub fn read_reply(&mut self) -> Vec<u8> {
@@ -339,6 +366,17 @@ impl Raw {
             self.buf.extend_from_slice(&chunk[..n]);
         }
     }
+}
+
+/// One command in RESP.
+pub fn resp(args: &[&[u8]]) -> Vec<u8> {
+    let mut out = format!("*{}\r\n", args.len()).into_bytes();
+    for a in args {
+        out.extend_from_slice(format!("${}\r\n", a.len()).as_bytes());
+        out.extend_from_slice(a);
+        out.extend_from_slice(b"\r\n");
+    }
+    out
 }
 
 /// Length of the first complete RESP2/RESP3 reply in `buf`, if there is one.

@@ -1,0 +1,545 @@
+//! Server-side waiting for LOCK.ACQUIRE ... BLOCK: blocking a client, the server's callbacks
+//! for it (reply, timeout, disconnect, free), and the hand-off of a freed lock to the first
+//! waiter, from RELEASE itself, from a timer at the holder's deadline, and (deferred to a 0 ms
+//! timer, because the server is in the middle of deleting) after DEL, overwrite, FLUSHDB,
+//! FLUSHALL and SWAPDB.
+//!
+//! The grant is decided, stored and replicated where the lock is freed; the reply callback
+//! only delivers it. A grant whose client vanished before the reply went out is taken back and
+//! handed on. Timers and deferred work write only on a primary, and never while clients are
+//! paused (a write then would trip the server's own assertion during a failover).
+
+use std::cell::RefCell;
+use std::collections::{HashMap, HashSet};
+use std::ffi::c_void;
+use std::os::raw::c_int;
+use std::ptr;
+use std::sync::atomic::{AtomicPtr, Ordering};
+use std::time::Duration;
+
+use redis_module::{
+    raw, Context, ContextFlags, RedisError, RedisModuleTimerID, RedisString, RedisValue,
+};
+
+use crate::clock;
+use crate::error::{LockError, LockResult};
+use crate::events;
+use crate::fence::FENCE;
+use crate::guard;
+use crate::key::{LockKey, Mode};
+use crate::lock::{self, Lock};
+use crate::replication;
+use crate::token::Token;
+use crate::waiters::{LockId, Queues, Waiter};
+
+/// A blocked client's handle, as the server gave it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+struct Blocked(*mut raw::RedisModuleBlockedClient);
+
+/// What a blocked client is answered with, handed to the server on unblocking.
+enum Reply {
+    Granted {
+        lock: LockId,
+        token: Token,
+        fence: u64,
+        /// Set by the reply callback; a grant never delivered is taken back.
+        delivered: bool,
+    },
+    Error(String),
+}
+
+/// A grant whose client disconnected before its reply: free it unless it changed since.
+struct Revoke {
+    lock: LockId,
+    token: Token,
+    fence: u64,
+}
+
+#[derive(Default)]
+struct Pending {
+    serve: HashSet<LockId>,
+    revoke: Vec<Revoke>,
+    armed: bool,
+}
+
+#[derive(Default)]
+struct State {
+    queues: Queues<Blocked>,
+    /// Per lock with waiters: the timer at its holder's deadline, and that deadline.
+    timers: HashMap<LockId, (RedisModuleTimerID, i64)>,
+    pending: Pending,
+}
+
+thread_local! {
+    // Everything here runs on the server's main thread.
+    static STATE: RefCell<State> = RefCell::new(State::default());
+}
+
+/// A context of the module's own for timers created outside any command (the unlink callback).
+static TIMER_CTX: AtomicPtr<raw::RedisModuleCtx> = AtomicPtr::new(ptr::null_mut());
+
+/// Timers never wait longer than this; one that fires early just re-arms.
+const MAX_TIMER_MS: i64 = 24 * 60 * 60 * 1000;
+/// While clients are paused, deferred hand-offs are retried this often.
+const PAUSED_RETRY_MS: i64 = 10;
+
+fn with_state<R>(f: impl FnOnce(&mut State) -> R) -> LockResult<R> {
+    STATE.with(|state| {
+        let mut state = state
+            .try_borrow_mut()
+            .map_err(|_| LockError::Internal("waiter state re-entered".into()))?;
+        Ok(f(&mut state))
+    })
+}
+
+/// A server API function, or an error if this server lacks it (never a panic).
+macro_rules! api {
+    ($name:ident) => {
+        unsafe { raw::$name }
+            .ok_or_else(|| LockError::Internal(concat!(stringify!($name), " is missing").into()))
+    };
+}
+
+/// Subscribe to the events that free locks without a key callback (FLUSHDB, FLUSHALL, SWAPDB).
+pub fn init(ctx: &Context) -> LockResult<()> {
+    let detached = api!(RedisModule_GetDetachedThreadSafeContext)?;
+    TIMER_CTX.store(unsafe { detached(ctx.ctx) }, Ordering::Relaxed);
+    events::subscribe(ctx, raw::REDISMODULE_EVENT_FLUSHDB, on_flush)?;
+    events::subscribe(ctx, raw::REDISMODULE_EVENT_SWAPDB, on_swapdb)
+}
+
+/// The lock under `key` in the client's selected database.
+pub fn lock_id(ctx: &Context, key: &RedisString) -> LockResult<LockId> {
+    let selected = api!(RedisModule_GetSelectedDb)?;
+    Ok(LockId {
+        db: unsafe { selected(ctx.ctx) },
+        key: key.as_slice().to_vec(),
+    })
+}
+
+/// How many clients wait for the lock.
+pub fn waiters(id: &LockId) -> usize {
+    with_state(|s| s.queues.len(id)).unwrap_or(0)
+}
+
+pub fn has_waiters(id: &LockId) -> bool {
+    with_state(|s| s.queues.has_waiters(id)).unwrap_or(false)
+}
+
+/// Block the calling client until the lock is handed to it or `timeout_ms` passes (0: no limit).
+/// `holder_deadline` is when the current holder's lock runs out.
+pub fn block(
+    ctx: &Context,
+    id: LockId,
+    holder_deadline: i64,
+    token: Token,
+    ttl_ms: i64,
+    timeout_ms: i64,
+) -> LockResult<RedisValue> {
+    let block_client = api!(RedisModule_BlockClient)?;
+    let set_disconnect = api!(RedisModule_SetDisconnectCallback)?;
+    // SAFETY: called from a command on the main thread; the callbacks live as long as the module.
+    let handle = unsafe {
+        block_client(
+            ctx.ctx,
+            Some(on_reply),
+            Some(on_timeout),
+            Some(on_free),
+            timeout_ms,
+        )
+    };
+    if handle.is_null() {
+        return Err(LockError::Internal(
+            "the server could not block the client".into(),
+        ));
+    }
+    unsafe { set_disconnect(handle, Some(on_disconnect)) };
+    let waiter = Waiter {
+        handle: Blocked(handle),
+        token,
+        ttl_ms,
+    };
+    if let Err(e) = with_state(|s| s.queues.push(id.clone(), waiter)) {
+        // Not queued, so nothing else would ever unblock it.
+        unblock(Blocked(handle), Some(Reply::Error(e.to_string())));
+        return Ok(RedisValue::NoReply);
+    }
+    arm(&id, holder_deadline);
+    Ok(RedisValue::NoReply)
+}
+
+/// Hand the lock under `key` (open for writing, free or being freed) to its first waiter that
+/// can take it: store the grant, replicate it, unblock the waiter. False when no one waits.
+pub fn grant_to_head(
+    ctx: &Context,
+    key: &RedisString,
+    lock_key: &mut LockKey,
+    id: &LockId,
+) -> LockResult<bool> {
+    while let Some(waiter) = with_state(|s| s.queues.pop_front(id))? {
+        let lock = match grant_for(&waiter) {
+            Ok(lock) => lock,
+            Err(e) => {
+                unblock(waiter.handle, Some(Reply::Error(e.to_string())));
+                continue;
+            }
+        };
+        let (token, fence, deadline) = (lock.token.clone(), lock.fence, lock.deadline_ms);
+        if let Err(e) = lock_key.store(lock) {
+            unblock(waiter.handle, Some(Reply::Error(e.to_string())));
+            return Err(e);
+        }
+        if let Some(stored) = lock_key.lock()? {
+            replication::replicate_lock(ctx, key, stored);
+        }
+        unblock(
+            waiter.handle,
+            Some(Reply::Granted {
+                lock: id.clone(),
+                token,
+                fence,
+                delivered: false,
+            }),
+        );
+        deadline_moved(id, deadline);
+        return Ok(true);
+    }
+    disarm(id);
+    Ok(false)
+}
+
+/// A new lock for a waiter: its own deadline counted from now and a new fence.
+fn grant_for(waiter: &Waiter<Blocked>) -> LockResult<Lock> {
+    let deadline_ms = lock::deadline(clock::now_ms()?, waiter.ttl_ms)?;
+    Ok(Lock {
+        token: waiter.token.clone(),
+        deadline_ms,
+        fence: FENCE.grant(clock::now_us())?,
+    })
+}
+
+/// The holder's deadline is now `deadline` (grant, renewal, retry): the timer follows it.
+pub fn deadline_moved(id: &LockId, deadline: i64) {
+    if has_waiters(id) {
+        arm(id, deadline);
+    } else {
+        disarm(id);
+    }
+}
+
+/// The type's unlink callback: a lock key left the database (DEL, UNLINK, overwrite, expiry,
+/// RENAME, MOVE). Its waiters are served once the server has finished the deletion.
+pub fn key_removed(db: i32, key: &[u8]) {
+    let id = LockId {
+        db,
+        key: key.to_vec(),
+    };
+    if with_state(|s| !s.queues.is_empty() && s.queues.has_waiters(&id)).unwrap_or(false) {
+        defer(|p| {
+            p.serve.insert(id);
+        });
+    }
+}
+
+// ---- timers -------------------------------------------------------------------------------
+
+fn timer_ctx() -> Option<Context> {
+    let ctx = TIMER_CTX.load(Ordering::Relaxed);
+    (!ctx.is_null()).then(|| Context::new(ctx))
+}
+
+/// A timer at the holder's deadline, replacing an earlier one at another time.
+fn arm(id: &LockId, deadline: i64) {
+    let current = with_state(|s| s.timers.get(id).copied()).ok().flatten();
+    if current.is_some_and(|(_, at)| at == deadline) {
+        return;
+    }
+    disarm(id);
+    let Some(ctx) = timer_ctx() else { return };
+    let now = clock::now_ms().unwrap_or(deadline);
+    let wait = deadline.saturating_sub(now).clamp(0, MAX_TIMER_MS);
+    let timer = ctx.create_timer(
+        Duration::from_millis(wait.unsigned_abs()),
+        on_deadline,
+        id.clone(),
+    );
+    let _ = with_state(|s| s.timers.insert(id.clone(), (timer, deadline)));
+}
+
+fn disarm(id: &LockId) {
+    if let Some((timer, _)) = with_state(|s| s.timers.remove(id)).ok().flatten() {
+        if let Some(ctx) = timer_ctx() {
+            let _ = ctx.stop_timer::<LockId>(timer);
+        }
+    }
+}
+
+/// The holder's deadline has come: hand the lock on (or follow a renewal).
+fn on_deadline(ctx: &Context, id: LockId) {
+    guard::callback((), || {
+        let _ = with_state(|s| s.timers.remove(&id));
+        defer_now(ctx, |p| {
+            p.serve.insert(id);
+        });
+    })
+}
+
+/// Queue work for the deferred runner and make sure it is scheduled.
+fn defer(add: impl FnOnce(&mut Pending)) {
+    let schedule = with_state(|s| {
+        add(&mut s.pending);
+        !std::mem::replace(&mut s.pending.armed, true)
+    });
+    if schedule == Ok(true) {
+        schedule_pending(0);
+    }
+}
+
+/// Queue work and run it at once (from a timer, where the server is not mid-operation).
+fn defer_now(ctx: &Context, add: impl FnOnce(&mut Pending)) {
+    let _ = with_state(|s| add(&mut s.pending));
+    run_pending(ctx, ());
+}
+
+fn schedule_pending(delay_ms: i64) {
+    if let Some(ctx) = timer_ctx() {
+        ctx.create_timer(
+            Duration::from_millis(delay_ms.unsigned_abs()),
+            run_pending,
+            (),
+        );
+    }
+}
+
+fn run_pending(ctx: &Context, (): ()) {
+    guard::callback((), || {
+        // Timers fire on replicas too; only a primary hands locks over (a demoted server has
+        // no waiters left, and its data is now its primary's).
+        if !ctx.get_flags().contains(ContextFlags::MASTER) {
+            let _ = with_state(|s| s.pending = Pending::default());
+            return;
+        }
+        if events::clients_paused() {
+            let _ = with_state(|s| s.pending.armed = true);
+            schedule_pending(PAUSED_RETRY_MS);
+            return;
+        }
+        let Ok(pending) = with_state(|s| std::mem::take(&mut s.pending)) else {
+            return;
+        };
+        for revoke in pending.revoke {
+            if let Err(e) = take_back(ctx, revoke) {
+                ctx.log_warning(&format!("lock hand-off: {e}"));
+            }
+        }
+        for id in pending.serve {
+            if let Err(e) = serve(ctx, &id) {
+                ctx.log_warning(&format!("lock hand-off: {e}"));
+            }
+        }
+    })
+}
+
+/// Open the lock `id` from a timer: select its database, name its key.
+fn open(ctx: &Context, id: &LockId) -> LockResult<(RedisString, LockResult<LockKey>)> {
+    let select = api!(RedisModule_SelectDb)?;
+    if unsafe { select(ctx.ctx, id.db) } != raw::REDISMODULE_OK as c_int {
+        return Err(LockError::Internal(format!("no database {}", id.db)));
+    }
+    let key = RedisString::create_from_slice(ctx.ctx, &id.key);
+    let lock_key = LockKey::open(ctx, &key, Mode::Write);
+    Ok((key, lock_key))
+}
+
+/// If the lock `id` is free, give it to its first waiter; if it is held, wait for its deadline.
+fn serve(ctx: &Context, id: &LockId) -> LockResult<()> {
+    if !has_waiters(id) {
+        return Ok(());
+    }
+    let (key, lock_key) = open(ctx, id)?;
+    let mut lock_key = match lock_key {
+        Ok(lock_key) => lock_key,
+        Err(LockError::WrongType) => {
+            // The key now holds another type (an overwrite): its waiters get WRONGTYPE, as
+            // they would on their next call.
+            fail_all(id, &LockError::WrongType);
+            return Ok(());
+        }
+        Err(e) => return Err(e),
+    };
+    let now = clock::now_ms()?;
+    if let Some(held) = lock_key.lock()?.filter(|lock| lock.is_live(now)) {
+        let deadline = held.deadline_ms;
+        deadline_moved(id, deadline);
+        return Ok(());
+    }
+    grant_to_head(ctx, &key, &mut lock_key, id).map(drop)
+}
+
+/// A grant its client never received: free it (to the next waiter, or delete the key), unless
+/// the lock has changed hands since.
+fn take_back(ctx: &Context, revoke: Revoke) -> LockResult<()> {
+    let (key, lock_key) = open(ctx, &revoke.lock)?;
+    let mut lock_key = lock_key?;
+    let now = clock::now_ms()?;
+    let still_ours = lock_key
+        .lock()?
+        .is_some_and(|lock| lock.is_held_by(&revoke.token, now) && lock.fence == revoke.fence);
+    if !still_ours {
+        return Ok(());
+    }
+    if !grant_to_head(ctx, &key, &mut lock_key, &revoke.lock)? {
+        lock_key.delete()?;
+        replication::replicate_release(ctx, &key);
+    }
+    Ok(())
+}
+
+fn fail_all(id: &LockId, error: &LockError) {
+    for waiter in with_state(|s| s.queues.take_all(id)).unwrap_or_default() {
+        unblock(waiter.handle, Some(Reply::Error(error.to_string())));
+    }
+    disarm(id);
+}
+
+/// Hand a blocked client back to the server with its reply (None: the reply was already sent).
+fn unblock(handle: Blocked, reply: Option<Reply>) {
+    let Some(unblock_client) = (unsafe { raw::RedisModule_UnblockClient }) else {
+        return;
+    };
+    let privdata = reply.map_or(ptr::null_mut(), |r| Box::into_raw(Box::new(r)).cast());
+    // SAFETY: each handle is unblocked exactly once: it left the queue just before this.
+    unsafe { unblock_client(handle.0, privdata) };
+}
+
+// ---- the server's callbacks ---------------------------------------------------------------
+
+/// Delivers the reply decided at unblocking.
+unsafe extern "C" fn on_reply(
+    ctx: *mut raw::RedisModuleCtx,
+    _argv: *mut *mut raw::RedisModuleString,
+    _argc: c_int,
+) -> c_int {
+    guard::callback(raw::REDISMODULE_OK as c_int, || {
+        let ctx = Context::new(ctx);
+        let privdata = unsafe { raw::RedisModule_GetBlockedClientPrivateData }
+            .map_or(ptr::null_mut(), |get| unsafe { get(ctx.ctx) });
+        // SAFETY: the private data of our blocked clients is always a Box<Reply> or null.
+        let result = match unsafe { privdata.cast::<Reply>().as_mut() } {
+            Some(Reply::Granted {
+                token,
+                fence,
+                delivered,
+                ..
+            }) => {
+                *delivered = true;
+                Ok(crate::commands::grant_reply(token, *fence))
+            }
+            Some(Reply::Error(text)) => Err(RedisError::String(text.clone())),
+            None => Ok(RedisValue::Null),
+        };
+        ctx.reply(result);
+        raw::REDISMODULE_OK as c_int
+    })
+}
+
+/// The BLOCK timeout passed (or CLIENT UNBLOCK): leave the queue, answer null.
+unsafe extern "C" fn on_timeout(
+    ctx: *mut raw::RedisModuleCtx,
+    _argv: *mut *mut raw::RedisModuleString,
+    _argc: c_int,
+) -> c_int {
+    guard::callback(raw::REDISMODULE_OK as c_int, || {
+        let ctx = Context::new(ctx);
+        let handle = unsafe { raw::RedisModule_GetBlockedClientHandle }
+            .map_or(ptr::null_mut(), |get| unsafe { get(ctx.ctx) });
+        ctx.reply(Ok(RedisValue::Null));
+        if !handle.is_null() {
+            leave(Blocked(handle));
+        }
+        raw::REDISMODULE_OK as c_int
+    })
+}
+
+/// The client disconnected, was killed, or the server became a replica.
+unsafe extern "C" fn on_disconnect(
+    _ctx: *mut raw::RedisModuleCtx,
+    handle: *mut raw::RedisModuleBlockedClient,
+) {
+    guard::callback((), || leave(Blocked(handle)))
+}
+
+/// A waiter leaves its queue without a grant. A handle that is not queued any more was granted
+/// and already unblocked; its undelivered grant is dealt with in `on_free`.
+fn leave(handle: Blocked) {
+    if let Ok(Some((id, _))) = with_state(|s| s.queues.remove(handle)) {
+        unblock(handle, None);
+        if !has_waiters(&id) {
+            disarm(&id);
+        }
+    }
+}
+
+/// The server is done with a reply. A grant whose reply callback never ran (its client went
+/// away in between) is taken back and handed on.
+unsafe extern "C" fn on_free(_ctx: *mut raw::RedisModuleCtx, privdata: *mut c_void) {
+    guard::callback((), || {
+        if privdata.is_null() {
+            return;
+        }
+        // SAFETY: privdata is the Box<Reply> given to UnblockClient; the server frees it once.
+        let reply = unsafe { Box::from_raw(privdata.cast::<Reply>()) };
+        if let Reply::Granted {
+            lock,
+            token,
+            fence,
+            delivered: false,
+        } = *reply
+        {
+            defer(|p| p.revoke.push(Revoke { lock, token, fence }));
+        }
+    })
+}
+
+unsafe extern "C" fn on_flush(
+    _ctx: *mut raw::RedisModuleCtx,
+    _event: raw::RedisModuleEvent,
+    subevent: u64,
+    data: *mut c_void,
+) {
+    guard::callback((), || {
+        if subevent != raw::REDISMODULE_SUBEVENT_FLUSHDB_END {
+            return;
+        }
+        // SAFETY: the server passes a RedisModuleFlushInfo with this event.
+        let Some(info) = (unsafe { data.cast::<raw::RedisModuleFlushInfo>().as_ref() }) else {
+            return;
+        };
+        let db = (info.dbnum >= 0).then_some(info.dbnum);
+        serve_later(db);
+    })
+}
+
+unsafe extern "C" fn on_swapdb(
+    _ctx: *mut raw::RedisModuleCtx,
+    _event: raw::RedisModuleEvent,
+    _subevent: u64,
+    data: *mut c_void,
+) {
+    guard::callback((), || {
+        // SAFETY: the server passes a RedisModuleSwapDbInfo with this event.
+        let Some(info) = (unsafe { data.cast::<raw::RedisModuleSwapDbInfo>().as_ref() }) else {
+            return;
+        };
+        serve_later(Some(info.dbnum_first));
+        serve_later(Some(info.dbnum_second));
+    })
+}
+
+/// Re-examine, after the current command, every lock with waiters in `db` (None: all).
+fn serve_later(db: Option<i32>) {
+    let locks = with_state(|s| s.queues.locks_in(db)).unwrap_or_default();
+    if !locks.is_empty() {
+        defer(|p| p.serve.extend(locks));
+    }
+}

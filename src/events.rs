@@ -1,0 +1,33 @@
+//! What the module follows of the server's state: server events (config changes, forks,
+//! flushes, SWAPDB) and whether clients are paused.
+
+use std::ffi::c_void;
+use std::os::raw::c_int;
+
+use redis_module::{raw, Context};
+
+use crate::error::{LockError, LockResult};
+
+pub type EventCallback =
+    unsafe extern "C" fn(*mut raw::RedisModuleCtx, raw::RedisModuleEvent, u64, *mut c_void);
+
+/// Have `callback` called on every event `id` (a `REDISMODULE_EVENT_*`).
+pub fn subscribe(ctx: &Context, id: u64, callback: EventCallback) -> LockResult<()> {
+    let subscribe = unsafe { raw::RedisModule_SubscribeToServerEvent }.ok_or_else(|| {
+        LockError::Internal("RedisModule_SubscribeToServerEvent is missing".into())
+    })?;
+    let event = raw::RedisModuleEvent { id, dataver: 1 };
+    // SAFETY: ctx is live during module load; the callback lives as long as the module.
+    if unsafe { subscribe(ctx.ctx, event, Some(callback)) } != raw::REDISMODULE_OK as c_int {
+        return Err(LockError::Internal(format!(
+            "could not subscribe to server event {id}"
+        )));
+    }
+    Ok(())
+}
+
+/// While clients are paused (CLIENT PAUSE, a failover) the data set must not change: the
+/// server asserts that nothing is propagated then, so timers and events must wait.
+pub fn clients_paused() -> bool {
+    unsafe { raw::RedisModule_AvoidReplicaTraffic }.is_some_and(|avoid| unsafe { avoid() } != 0)
+}
