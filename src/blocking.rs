@@ -356,6 +356,12 @@ fn serve(ctx: &Context, id: &LockId) -> LockResult<()> {
     if !has_waiters(id) {
         return Ok(());
     }
+    if let Err(e) = served_here(ctx, id) {
+        // The slot left (MIGRATE, a slot moved by the cluster): the waiters retry, and the
+        // cluster's MOVED or ASK takes them to the new owner.
+        fail_all(id, &e);
+        return Ok(());
+    }
     let (key, lock_key) = open(ctx, id)?;
     let mut lock_key = match lock_key {
         Ok(lock_key) => lock_key,
@@ -379,6 +385,8 @@ fn serve(ctx: &Context, id: &LockId) -> LockResult<()> {
 /// A grant its client never received: free it (to the next waiter, or delete the key), unless
 /// the lock has changed hands since.
 fn take_back(ctx: &Context, revoke: Revoke) -> LockResult<()> {
+    // A lock whose slot has left goes on with its own deadline on its new node.
+    served_here(ctx, &revoke.lock)?;
     let (key, lock_key) = open(ctx, &revoke.lock)?;
     let mut lock_key = lock_key?;
     let now = clock::now_ms()?;
@@ -394,6 +402,30 @@ fn take_back(ctx: &Context, revoke: Revoke) -> LockResult<()> {
     }
     Ok(())
 }
+
+/// In a cluster, whether this node still serves the lock's key. A module's RM_Call goes
+/// through the cluster's routing check, which fails for a key this node would redirect.
+fn served_here(ctx: &Context, id: &LockId) -> LockResult<()> {
+    if !ctx.get_flags().contains(ContextFlags::CLUSTER) {
+        return Ok(());
+    }
+    let call = api!(RedisModule_Call)?;
+    let free_reply = api!(RedisModule_FreeCallReply)?;
+    let key = RedisString::create_from_slice(ctx.ctx, &id.key);
+    // SAFETY: "s" takes one RedisModuleString; the reply, if any, is freed at once.
+    let reply = unsafe { call(ctx.ctx, c"EXISTS".as_ptr(), c"s".as_ptr(), key.inner) };
+    if !reply.is_null() {
+        unsafe { free_reply(reply) };
+        return Ok(());
+    }
+    match std::io::Error::last_os_error().raw_os_error() {
+        Some(ENETDOWN) => Err(LockError::ClusterDown),
+        _ => Err(LockError::SlotMoved),
+    }
+}
+
+/// Linux's errno for "network is down", which RM_Call sets when the cluster is down.
+const ENETDOWN: i32 = 100;
 
 fn fail_all(id: &LockId, error: &LockError) {
     for waiter in with_state(|s| s.queues.take_all(id)).unwrap_or_default() {

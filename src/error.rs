@@ -47,6 +47,14 @@ pub enum LockError {
     #[error("ERR invalid BLOCK timeout {0}: now + timeout overflows 64 bits")]
     TimeoutOverflow(i64),
 
+    #[error(
+        "TRYAGAIN the lock's hash slot is moving or has moved to another node; retry the command"
+    )]
+    SlotMoved,
+
+    #[error("CLUSTERDOWN the cluster is down; retry the command later")]
+    ClusterDown,
+
     #[error("ERR {0} only accepts the primary's replication stream and AOF replay")]
     InternalCommand(&'static str),
 
@@ -119,13 +127,17 @@ mod tests {
             LockError::TimeoutOverflow(1),
             LockError::InternalCommand("LOCK.APPLY"),
             LockError::FenceExhausted,
+            LockError::SlotMoved,
+            LockError::ClusterDown,
             LockError::RandomSource("x".into()),
             LockError::Internal("x".into()),
         ];
         for e in all {
             let text = e.to_string();
             assert!(
-                text.starts_with("ERR ") || text.starts_with("WRONGTYPE "),
+                ["ERR ", "WRONGTYPE ", "TRYAGAIN ", "CLUSTERDOWN "]
+                    .iter()
+                    .any(|prefix| text.starts_with(prefix)),
                 "{text}"
             );
             assert!(!text.contains('\n') && !text.contains('\r'), "{text}");

@@ -28,6 +28,12 @@ use {
     redis_module::{configuration::ConfigurationFlags, raw, Context, RedisString, Status},
 };
 
+/// Valkey 9's `VALKEYMODULE_OPTIONS_HANDLE_ATOMIC_SLOT_MIGRATION`: without it Valkey refuses
+/// `CLUSTER MIGRATESLOTS`. Lock keys move like any key (their values travel through the
+/// type's callbacks, and loading one raises the fence clock). Redis 7 ignores the bit.
+#[cfg(not(test))]
+const HANDLE_ATOMIC_SLOT_MIGRATION: i32 = 1 << 5;
+
 #[cfg(not(test))]
 fn init(ctx: &Context, _args: &[RedisString]) -> Status {
     // Only real changes touch WATCHed keys: the key helpers signal them explicitly.
@@ -38,7 +44,8 @@ fn init(ctx: &Context, _args: &[RedisString]) -> Status {
                 // HANDLE_IO_ERRORS: a short read in rdb_load (a crafted RESTORE payload)
                 // comes back as an error instead of aborting the server.
                 (raw::REDISMODULE_OPTION_NO_IMPLICIT_SIGNAL_MODIFIED
-                    | raw::REDISMODULE_OPTIONS_HANDLE_IO_ERRORS) as i32,
+                    | raw::REDISMODULE_OPTIONS_HANDLE_IO_ERRORS) as i32
+                    | HANDLE_ATOMIC_SLOT_MIGRATION,
             )
         };
     }

@@ -217,23 +217,6 @@ fn a_replica_follows_the_primary_and_keeps_the_locks_when_promoted() {
     check_locks(&mut rcon, &taken);
 }
 
-/// A hand-written AOF that grants `locks` (key, token) for `ttl_ms` from now, with `fence`.
-fn aof_with_locks(locks: &[(&str, &str)], ttl_ms: i64, fence: i64) -> Vec<u8> {
-    let deadline = (now_us() / 1000 + ttl_ms).to_string();
-    let fence = fence.to_string();
-    let mut aof = resp(&[b"SELECT", b"0"]);
-    for (key, token) in locks {
-        aof.extend(resp(&[
-            b"LOCK.APPLY",
-            key.as_bytes(),
-            token.as_bytes(),
-            deadline.as_bytes(),
-            fence.as_bytes(),
-        ]));
-    }
-    aof
-}
-
 /// A lock loaded from an AOF with a fence far above the clock: the clock is raised to it, and
 /// DUMP/RESTORE and MIGRATE carry it to other servers, raising theirs.
 #[test]

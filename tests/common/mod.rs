@@ -12,6 +12,8 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 pub use redis::Value;
 
+pub mod cluster;
+
 pub struct Server {
     pub port: u16,
     pub dir: PathBuf,
@@ -144,6 +146,10 @@ fn launch(dir: &std::path::Path, module_args: &[String], config: &[String]) -> (
     for _attempt in 0..5 {
         let port = free_port();
         let mut cmd = Command::new(server_binary());
+        if config.iter().any(|c| c == "--cluster-enabled") {
+            // The bus port defaults to port + 10000, which may be taken or out of range.
+            cmd.arg("--cluster-port").arg(free_port().to_string());
+        }
         cmd.arg("--port")
             .arg(port.to_string())
             .args(["--bind", "127.0.0.1", "--save", "", "--appendonly", "no"])
@@ -365,6 +371,40 @@ impl Raw {
             assert!(n > 0, "connection closed");
             self.buf.extend_from_slice(&chunk[..n]);
         }
+    }
+}
+
+/// A hand-written AOF that grants `locks` (key, token) for `ttl_ms` from now, with `fence`.
+pub fn aof_with_locks(locks: &[(&str, &str)], ttl_ms: i64, fence: i64) -> Vec<u8> {
+    let deadline = (now_us() / 1000 + ttl_ms).to_string();
+    let fence = fence.to_string();
+    let mut aof = resp(&[b"SELECT", b"0"]);
+    for (key, token) in locks {
+        aof.extend(resp(&[
+            b"LOCK.APPLY",
+            key.as_bytes(),
+            token.as_bytes(),
+            deadline.as_bytes(),
+            fence.as_bytes(),
+        ]));
+    }
+    aof
+}
+
+/// A DUMP payload of a lock held by `token` for `ttl_ms`, whose fence is `fence` (far above
+/// any clock, to show that receiving it raises a server's fence clock). Made on a server
+/// started from a hand-written AOF.
+pub fn dump_of_lock(key: &str, token: &str, ttl_ms: i64, fence: i64) -> Vec<u8> {
+    let dir = new_dir();
+    std::fs::write(
+        dir.join("appendonly.aof"),
+        aof_with_locks(&[(key, token)], ttl_ms, fence),
+    )
+    .unwrap();
+    let srv = Server::start_in(dir, &[], &["--appendonly", "yes"]);
+    match call(&mut srv.conn(), &[b"DUMP", key.as_bytes()]) {
+        Value::BulkString(payload) => payload,
+        other => panic!("no lock to dump: {other:?}\n{}", srv.log()),
     }
 }
 
