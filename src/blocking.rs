@@ -28,7 +28,9 @@ use crate::fence::FENCE;
 use crate::guard;
 use crate::key::{LockKey, Mode};
 use crate::lock::{self, Lock};
+use crate::notify;
 use crate::replication;
+use crate::stats::{count, STATS};
 use crate::token::Token;
 use crate::waiters::{LockId, Queues, Waiter};
 
@@ -59,6 +61,8 @@ struct Revoke {
 struct Pending {
     serve: HashSet<LockId>,
     revoke: Vec<Revoke>,
+    /// Locks the server removed or replaced after their deadline: notified as expired.
+    expired: Vec<LockId>,
     armed: bool,
 }
 
@@ -115,6 +119,23 @@ pub fn lock_id(ctx: &Context, key: &RedisString) -> LockResult<LockId> {
         db: unsafe { selected(ctx.ctx) },
         key: key.as_slice().to_vec(),
     })
+}
+
+/// Expired locks of database `db` not yet notified, taken out to be notified now.
+pub fn take_expired(db: i32) -> Vec<Vec<u8>> {
+    with_state(|s| {
+        let (here, elsewhere) = std::mem::take(&mut s.pending.expired)
+            .into_iter()
+            .partition(|id| id.db == db);
+        s.pending.expired = elsewhere;
+        here.into_iter().map(|id: LockId| id.key).collect()
+    })
+    .unwrap_or_default()
+}
+
+/// How many clients wait, over all locks.
+pub fn total_waiters() -> usize {
+    with_state(|s| s.queues.total()).unwrap_or(0)
 }
 
 /// How many clients wait for the lock.
@@ -192,6 +213,8 @@ pub fn grant_to_head(
         if let Some(stored) = lock_key.lock()? {
             replication::replicate_lock(ctx, key, stored);
         }
+        count(&STATS.handed_off);
+        notify::event(ctx, notify::HANDED_OFF, key);
         unblock(
             waiter.handle,
             Some(Reply::Granted {
@@ -228,15 +251,25 @@ pub fn deadline_moved(id: &LockId, deadline: i64) {
 }
 
 /// The type's unlink callback: a lock key left the database (DEL, UNLINK, overwrite, expiry,
-/// RENAME, MOVE). Its waiters are served once the server has finished the deletion.
-pub fn key_removed(db: i32, key: &[u8]) {
+/// RENAME, MOVE). Its waiters are served once the server has finished the deletion; a lock
+/// whose deadline had passed is counted and notified as expired.
+pub fn key_removed(db: i32, key: &[u8], expired: bool) {
     let id = LockId {
         db,
         key: key.to_vec(),
     };
-    if with_state(|s| !s.queues.is_empty() && s.queues.has_waiters(&id)).unwrap_or(false) {
+    if expired {
+        count(&STATS.expired);
+    }
+    let waited = with_state(|s| !s.queues.is_empty() && s.queues.has_waiters(&id)).unwrap_or(false);
+    if waited || expired {
         defer(|p| {
-            p.serve.insert(id);
+            if expired {
+                p.expired.push(id.clone());
+            }
+            if waited {
+                p.serve.insert(id);
+            }
         });
     }
 }
@@ -327,6 +360,11 @@ fn run_pending(ctx: &Context, (): ()) {
         let Ok(pending) = with_state(|s| std::mem::take(&mut s.pending)) else {
             return;
         };
+        for id in pending.expired {
+            if let Ok(key) = open_name(ctx, &id) {
+                notify::event(ctx, notify::EXPIRED, &key);
+            }
+        }
         for revoke in pending.revoke {
             if let Err(e) = take_back(ctx, revoke) {
                 ctx.log_warning(&format!("lock hand-off: {e}"));
@@ -340,13 +378,18 @@ fn run_pending(ctx: &Context, (): ()) {
     })
 }
 
-/// Open the lock `id` from a timer: select its database, name its key.
-fn open(ctx: &Context, id: &LockId) -> LockResult<(RedisString, LockResult<LockKey>)> {
+/// Select the lock's database and name its key, from a timer.
+fn open_name(ctx: &Context, id: &LockId) -> LockResult<RedisString> {
     let select = api!(RedisModule_SelectDb)?;
     if unsafe { select(ctx.ctx, id.db) } != raw::REDISMODULE_OK as c_int {
         return Err(LockError::Internal(format!("no database {}", id.db)));
     }
-    let key = RedisString::create_from_slice(ctx.ctx, &id.key);
+    Ok(RedisString::create_from_slice(ctx.ctx, &id.key))
+}
+
+/// Open the lock `id` from a timer.
+fn open(ctx: &Context, id: &LockId) -> LockResult<(RedisString, LockResult<LockKey>)> {
+    let key = open_name(ctx, id)?;
     let lock_key = LockKey::open(ctx, &key, Mode::Write);
     Ok((key, lock_key))
 }
@@ -486,6 +529,7 @@ unsafe extern "C" fn on_timeout(
         let handle = unsafe { raw::RedisModule_GetBlockedClientHandle }
             .map_or(ptr::null_mut(), |get| unsafe { get(ctx.ctx) });
         ctx.reply(Ok(RedisValue::Null));
+        count(&STATS.timeouts);
         if !handle.is_null() {
             leave(Blocked(handle));
         }

@@ -14,8 +14,10 @@ use crate::fence::FENCE;
 use crate::guard;
 use crate::key::{LockKey, Mode};
 use crate::lock::{self, decide_acquire, held_by, Acquire, Lock};
+use crate::notify;
 use crate::replication;
 use crate::request::{parse_release, AcquireRequest, RenewRequest};
+use crate::stats::{count, STATS};
 use crate::token::Token;
 
 /// LOCK.ACQUIRE key ttl [TOKEN token] [BLOCK timeout]
@@ -51,11 +53,14 @@ pub fn acquire(ctx: &Context, args: Vec<RedisString>) -> RedisResult {
                     deadline_ms: deadline,
                     fence: FENCE.grant(clock::now_us())?,
                 })?;
+                count(&STATS.acquired);
+                notify::event(ctx, notify::ACQUIRED, key);
                 stored(ctx, key, &mut lock_key)
             }
             Acquire::Retry => {
                 lock_key.set_deadline(deadline)?;
                 blocking::deadline_moved(&id, deadline);
+                notify::event(ctx, notify::RENEWED, key);
                 stored(ctx, key, &mut lock_key)
             }
             Acquire::Busy => match request.block_ms {
@@ -65,6 +70,11 @@ pub fn acquire(ctx: &Context, args: Vec<RedisString>) -> RedisResult {
                     if !flags.contains(ContextFlags::DENY_BLOCKING)
                         && flags.contains(ContextFlags::MASTER) =>
                 {
+                    let max_waiters = config::max_waiters();
+                    if max_waiters > 0 && blocking::waiters(&id) >= max_waiters {
+                        return Err(LockError::TooManyWaiters(max_waiters));
+                    }
+                    count(&STATS.contended);
                     let holder_deadline = current.map_or(now, |lock| lock.deadline_ms);
                     let token = match request.token {
                         Some(token) => token,
@@ -72,7 +82,10 @@ pub fn acquire(ctx: &Context, args: Vec<RedisString>) -> RedisResult {
                     };
                     blocking::block(ctx, id, holder_deadline, token, request.ttl_ms, timeout)
                 }
-                _ => Ok(RedisValue::Null),
+                _ => {
+                    count(&STATS.contended);
+                    Ok(RedisValue::Null)
+                }
             },
         }
     })
@@ -94,6 +107,8 @@ pub fn renew(ctx: &Context, args: Vec<RedisString>) -> RedisResult {
             replication::replicate_lock(ctx, key, lock);
         }
         blocking::deadline_moved(&blocking::lock_id(ctx, key)?, deadline);
+        count(&STATS.renewed);
+        notify::event(ctx, notify::RENEWED, key);
         Ok(RedisValue::Integer(1))
     })
 }
@@ -109,6 +124,8 @@ pub fn release(ctx: &Context, args: Vec<RedisString>) -> RedisResult {
             return Ok(RedisValue::Integer(0));
         }
         let id = blocking::lock_id(ctx, key)?;
+        count(&STATS.released);
+        notify::event(ctx, notify::RELEASED, key);
         if !blocking::grant_to_head(ctx, key, &mut lock_key, &id)? {
             lock_key.delete()?;
             replication::replicate_release(ctx, key);

@@ -9,3 +9,10 @@ pub static MAX_TTL: AtomicI64 = AtomicI64::new(0);
 pub fn max_ttl() -> i64 {
     MAX_TTL.load(Ordering::Relaxed)
 }
+
+/// `lock.max-waiters`: how many clients may wait for one lock with BLOCK; 0 means no limit.
+pub static MAX_WAITERS: AtomicI64 = AtomicI64::new(0);
+
+pub fn max_waiters() -> usize {
+    usize::try_from(MAX_WAITERS.load(Ordering::Relaxed)).unwrap_or(usize::MAX)
+}

@@ -12,10 +12,12 @@ use redis_module::native_types::RedisType;
 use redis_module::raw;
 
 use crate::blocking;
+use crate::clock;
 use crate::fence::{FENCE, MAX_FENCE};
 use crate::guard;
 use crate::lock::Lock;
 use crate::replication::APPLY_COMMAND;
+use crate::stats::{count, uncount, STATS};
 use crate::token::Token;
 
 /// `TYPE key` answers this; it is exactly 9 characters, as the server requires.
@@ -77,6 +79,7 @@ unsafe extern "C" fn rdb_load(rdb: *mut raw::RedisModuleIO, encver: c_int) -> *m
             Some(lock) => {
                 // A loaded or restored lock raises the clock: no later grant may undercut it.
                 FENCE.observe(lock.fence);
+                count(&STATS.locks);
                 Box::into_raw(Box::new(lock)).cast()
             }
             None => std::ptr::null_mut(),
@@ -169,13 +172,14 @@ unsafe extern "C" fn free(value: *mut c_void) {
             // SAFETY: every value of this type is a Box<Lock> handed over in LockKey::store
             // or rdb_load, and the server frees each once.
             drop(unsafe { Box::from_raw(value.cast::<Lock>()) });
+            uncount(&STATS.locks);
         }
     })
 }
 
 /// A lock key left its database (DEL, UNLINK, overwrite, expiry, RENAME, MOVE, MIGRATE):
 /// clients waiting for it are served once the server has finished.
-unsafe extern "C" fn unlink(ctx: *mut raw::RedisModuleKeyOptCtx, _value: *const c_void) {
+unsafe extern "C" fn unlink(ctx: *mut raw::RedisModuleKeyOptCtx, value: *const c_void) {
     guard::callback((), || {
         let (Some(db_of), Some(name_of), Some(bytes_of)) = (unsafe {
             (
@@ -197,7 +201,10 @@ unsafe extern "C" fn unlink(ctx: *mut raw::RedisModuleKeyOptCtx, _value: *const 
             return;
         }
         let name = unsafe { std::slice::from_raw_parts(bytes.cast::<u8>(), len) };
-        blocking::key_removed(db, name);
+        // SAFETY: the server passes the value being unlinked, one of ours.
+        let expired = unsafe { value.cast::<Lock>().as_ref() }
+            .is_some_and(|lock| clock::now_ms().is_ok_and(|now| !lock.is_live(now)));
+        blocking::key_removed(db, name, expired);
     })
 }
 

@@ -44,6 +44,11 @@ pub enum LockError {
     )]
     EvictionPossible,
 
+    #[error(
+        "ERR LOCK.ACQUIRE BLOCK refused: {0} clients already wait for this lock (lock.max-waiters)"
+    )]
+    TooManyWaiters(usize),
+
     #[error("ERR invalid BLOCK timeout {0}: now + timeout overflows 64 bits")]
     TimeoutOverflow(i64),
 
@@ -125,6 +130,7 @@ mod tests {
             LockError::WrongType,
             LockError::EvictionPossible,
             LockError::TimeoutOverflow(1),
+            LockError::TooManyWaiters(3),
             LockError::InternalCommand("LOCK.APPLY"),
             LockError::FenceExhausted,
             LockError::SlotMoved,

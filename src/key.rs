@@ -9,6 +9,7 @@ use redis_module::{raw, Context, RedisString};
 use crate::datatype::lock_type;
 use crate::error::{LockError, LockResult};
 use crate::lock::Lock;
+use crate::stats::{count, STATS};
 
 pub struct LockKey {
     ctx: *mut raw::RedisModuleCtx,
@@ -109,6 +110,7 @@ impl LockKey {
             drop(unsafe { Box::from_raw(value) });
             return Err(LockError::Internal("could not store the lock value".into()));
         }
+        count(&STATS.locks);
         self.expire_at(deadline)
     }
 

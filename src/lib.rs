@@ -15,10 +15,13 @@ mod events;
 mod eviction;
 mod fence;
 mod guard;
+mod info;
 mod key;
 mod lock;
+mod notify;
 mod replication;
 mod request;
+mod stats;
 mod token;
 mod waiters;
 
@@ -50,6 +53,9 @@ fn init(ctx: &Context, _args: &[RedisString]) -> Status {
         };
     }
     eviction::watch(ctx);
+    if !info::register(ctx.ctx) {
+        ctx.log_warning("could not register the INFO lock section");
+    }
     if let Err(e) = blocking::init(ctx).and_then(|()| replication::watch_forks(ctx)) {
         ctx.log_warning(&format!("could not subscribe to server events: {e}"));
         return Status::Err;
@@ -76,6 +82,7 @@ redis_module::redis_module! {
     configurations: [
         i64: [
             ["max-ttl", &config::MAX_TTL, 0, 0, i64::MAX, ConfigurationFlags::DEFAULT, None],
+            ["max-waiters", &config::MAX_WAITERS, 0, 0, i64::MAX, ConfigurationFlags::DEFAULT, None],
         ],
         string: [],
         bool: [],

@@ -83,6 +83,11 @@ impl<H: Copy + Eq + Hash> Queues<H> {
         self.queues.get(lock).map_or(0, VecDeque::len)
     }
 
+    /// Waiting clients over all locks.
+    pub fn total(&self) -> usize {
+        self.waiting_on.len()
+    }
+
     pub fn has_waiters(&self, lock: &LockId) -> bool {
         self.queues.contains_key(lock)
     }
@@ -134,6 +139,7 @@ mod tests {
         }
         q.push(id(0, "b"), waiter(9));
         assert_eq!(q.len(&id(0, "a")), 3);
+        assert_eq!(q.total(), 4);
         let order: Vec<u32> = std::iter::from_fn(|| q.pop_front(&id(0, "a")))
             .map(|w| w.handle)
             .collect();

@@ -1,0 +1,201 @@
+//! What operators see: the `INFO lock` section, the `lock.*` configs, keyspace notifications
+//! of lock events, and `SCAN ... TYPE fencelock`.
+
+mod common;
+
+use std::time::Duration;
+
+use common::*;
+
+fn lock_info(con: &mut redis::Connection) -> Vec<(String, u64)> {
+    let text: String = redis::cmd("INFO").arg("lock").query(con).unwrap();
+    text.lines()
+        .filter_map(|l| l.split_once(':'))
+        .map(|(k, v)| (k.to_string(), v.trim().parse().unwrap()))
+        .collect()
+}
+
+fn stat(con: &mut redis::Connection, name: &str) -> u64 {
+    lock_info(con)
+        .into_iter()
+        .find(|(k, _)| k == &format!("lock_{name}"))
+        .unwrap_or_else(|| panic!("no lock_{name} in INFO lock"))
+        .1
+}
+
+fn block(srv: &Server, key: &str, token: &str, timeout: &str) -> Raw {
+    let mut raw = srv.raw();
+    raw.send(&[
+        b"LOCK.ACQUIRE",
+        key.as_bytes(),
+        b"10000",
+        b"TOKEN",
+        token.as_bytes(),
+        b"BLOCK",
+        timeout.as_bytes(),
+    ]);
+    raw
+}
+
+fn waiting(con: &mut redis::Connection, key: &str) -> i64 {
+    info(con, key.as_bytes()).map_or(0, |i| i.2)
+}
+
+#[test]
+fn info_lock_counts_every_kind_of_event() {
+    let srv = Server::start();
+    let mut con = srv.conn();
+    let names: Vec<String> = lock_info(&mut con).into_iter().map(|(k, _)| k).collect();
+    assert_eq!(
+        names,
+        [
+            "lock_keys",
+            "lock_waiting",
+            "lock_acquired",
+            "lock_contended",
+            "lock_renewed",
+            "lock_released",
+            "lock_expired",
+            "lock_handed_off",
+            "lock_timeouts"
+        ]
+    );
+    assert!(lock_info(&mut con).iter().all(|(_, v)| *v == 0));
+
+    acquire(&mut con, "a", 60_000, "me").unwrap();
+    acquire(&mut con, "a", 60_000, "me").unwrap(); // a retry: not a new grant
+    acquire(&mut con, "b", 60_000, "me").unwrap();
+    assert_eq!(acquire(&mut con, "a", 1000, "other"), None);
+    call(&mut con, &[b"LOCK.RENEW", b"a", b"me", b"60000"]);
+    assert_eq!(stat(&mut con, "keys"), 2);
+    assert_eq!(stat(&mut con, "acquired"), 2);
+    assert_eq!(stat(&mut con, "contended"), 1);
+    assert_eq!(stat(&mut con, "renewed"), 1);
+
+    // A waiter, then a hand-off on release.
+    let mut waiter = block(&srv, "a", "next", "0");
+    wait_for("the waiter", || stat(&mut con, "waiting") == 1);
+    assert_eq!(stat(&mut con, "contended"), 2);
+    call(&mut con, &[b"LOCK.RELEASE", b"a", b"me"]);
+    assert!(grant(&waiter.value()).is_some());
+    assert_eq!(stat(&mut con, "released"), 1);
+    assert_eq!(stat(&mut con, "handed_off"), 1);
+    assert_eq!(stat(&mut con, "waiting"), 0);
+
+    // A timeout.
+    let mut late = block(&srv, "a", "late", "50");
+    assert_eq!(late.read_reply(), b"$-1\r\n");
+    assert_eq!(stat(&mut con, "timeouts"), 1);
+
+    // An expiry: the lock runs out while held.
+    acquire(&mut con, "c", 50, "me").unwrap();
+    wait_for("the expiry", || stat(&mut con, "expired") == 1);
+    assert_eq!(stat(&mut con, "keys"), 2, "a (the waiter's) and b");
+    call(&mut con, &[b"FLUSHALL"]);
+    wait_for("the flush", || stat(&mut con, "keys") == 0);
+    // A release is not an expiry, nor is a DEL of a live lock.
+    assert_eq!(stat(&mut con, "expired"), 1);
+}
+
+#[test]
+fn max_waiters_is_a_config_and_a_load_time_argument() {
+    let srv = Server::start_with(&["max-waiters", "2"], &[]);
+    let mut con = srv.conn();
+    let get = |con: &mut redis::Connection| -> Vec<String> {
+        redis::cmd("CONFIG")
+            .arg("GET")
+            .arg("lock.max-waiters")
+            .query(con)
+            .unwrap()
+    };
+    assert_eq!(get(&mut con), ["lock.max-waiters", "2"]);
+    acquire(&mut con, "k", 60_000, "holder").unwrap();
+    let _first = block(&srv, "k", "w1", "0");
+    let _second = block(&srv, "k", "w2", "0");
+    wait_for("two waiters", || waiting(&mut con, "k") == 2);
+    let err = call_err(&mut con, &[b"LOCK.ACQUIRE", b"k", b"1000", b"BLOCK", b"0"]);
+    assert!(
+        err.starts_with("ERR") && err.contains("lock.max-waiters"),
+        "{err}"
+    );
+    assert_eq!(waiting(&mut con, "k"), 2);
+    // Without BLOCK the limit does not apply: a plain null.
+    assert_eq!(acquire(&mut con, "k", 1000, "plain"), None);
+    // Raised live; 0 means no limit; out of range is refused.
+    call(&mut con, &[b"CONFIG", b"SET", b"lock.max-waiters", b"0"]);
+    let _third = block(&srv, "k", "w3", "0");
+    wait_for("three waiters", || waiting(&mut con, "k") == 3);
+    let err = call_err(&mut con, &[b"CONFIG", b"SET", b"lock.max-waiters", b"-1"]);
+    assert!(err.starts_with("ERR"), "{err}");
+    assert_eq!(get(&mut con), ["lock.max-waiters", "0"]);
+    let all: Vec<String> = redis::cmd("CONFIG")
+        .arg("GET")
+        .arg("lock.*")
+        .query(&mut con)
+        .unwrap();
+    assert_eq!(all.len(), 4, "{all:?}");
+}
+
+#[test]
+fn lock_events_are_keyspace_notifications_in_order() {
+    let srv = Server::start();
+    let mut con = srv.conn();
+    call(
+        &mut con,
+        &[b"CONFIG", b"SET", b"notify-keyspace-events", b"Ed"],
+    );
+    let mut sub = srv.raw();
+    sub.cmd(&[b"PSUBSCRIBE", b"__keyevent@0__:lock.*"]);
+    acquire(&mut con, "k", 60_000, "a").unwrap();
+    acquire(&mut con, "k", 60_000, "a").unwrap();
+    call(&mut con, &[b"LOCK.RENEW", b"k", b"a", b"300"]);
+    let mut waiter = block(&srv, "k", "b", "0");
+    wait_for("the waiter", || waiting(&mut con, "k") == 1);
+    // The lock expires while b waits: expired, then handed off.
+    assert!(grant(&waiter.value()).is_some());
+    call(&mut con, &[b"LOCK.RELEASE", b"k", b"b"]);
+    let mut events = Vec::new();
+    while let Some(reply) = sub.reply_within(Duration::from_millis(300)) {
+        let Value::Array(parts) = redis::parse_redis_value(&reply).unwrap() else {
+            continue;
+        };
+        if let (Some(Value::BulkString(channel)), Some(Value::BulkString(key))) =
+            (parts.get(2), parts.get(3))
+        {
+            let channel = String::from_utf8(channel.clone()).unwrap();
+            let event = channel.trim_start_matches("__keyevent@0__:").to_string();
+            events.push((event, String::from_utf8(key.clone()).unwrap()));
+        }
+    }
+    let expected = [
+        "lock.acquired",
+        "lock.renewed",
+        "lock.renewed",
+        "lock.expired",
+        "lock.handed-off",
+        "lock.released",
+    ];
+    let got: Vec<&str> = events.iter().map(|(e, _)| e.as_str()).collect();
+    assert_eq!(got, expected);
+    assert!(events.iter().all(|(_, key)| key == "k"));
+}
+
+#[test]
+fn scan_by_type_lists_the_locks() {
+    let srv = Server::start();
+    let mut con = srv.conn();
+    for key in ["l1", "l2", "l3"] {
+        acquire(&mut con, key, 60_000, "me").unwrap();
+    }
+    call(&mut con, &[b"SET", b"plain", b"x"]);
+    let (_, mut keys): (u64, Vec<String>) = redis::cmd("SCAN")
+        .arg(0)
+        .arg("COUNT")
+        .arg(100)
+        .arg("TYPE")
+        .arg("fencelock")
+        .query(&mut con)
+        .unwrap();
+    keys.sort();
+    assert_eq!(keys, ["l1", "l2", "l3"]);
+}
