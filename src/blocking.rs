@@ -124,6 +124,9 @@ pub fn lock_id(ctx: &Context, key: &RedisString) -> LockResult<LockId> {
 /// Expired locks of database `db` not yet notified, taken out to be notified now.
 pub fn take_expired(db: i32) -> Vec<Vec<u8>> {
     with_state(|s| {
+        if s.pending.expired.is_empty() {
+            return Vec::new();
+        }
         let (here, elsewhere) = std::mem::take(&mut s.pending.expired)
             .into_iter()
             .partition(|id| id.db == db);
@@ -136,6 +139,11 @@ pub fn take_expired(db: i32) -> Vec<Vec<u8>> {
 /// How many clients wait, over all locks.
 pub fn total_waiters() -> usize {
     with_state(|s| s.queues.total()).unwrap_or(0)
+}
+
+/// Whether any client waits for any lock: the commands' fast path skips the queues when not.
+pub fn anyone_waiting() -> bool {
+    with_state(|s| !s.queues.is_empty()).unwrap_or(true)
 }
 
 /// How many clients wait for the lock.
@@ -205,7 +213,7 @@ pub fn grant_to_head(
                 continue;
             }
         };
-        let (token, fence, deadline) = (lock.token.clone(), lock.fence, lock.deadline_ms);
+        let (token, fence, deadline) = (waiter.token.clone(), lock.fence(), lock.deadline_ms);
         if let Err(e) = lock_key.store(lock) {
             unblock(waiter.handle, Some(Reply::Error(e.to_string())));
             return Err(e);
@@ -234,11 +242,7 @@ pub fn grant_to_head(
 /// A new lock for a waiter: its own deadline counted from now and a new fence.
 fn grant_for(waiter: &Waiter<Blocked>) -> LockResult<Lock> {
     let deadline_ms = lock::deadline(clock::now_ms()?, waiter.ttl_ms)?;
-    Ok(Lock {
-        token: waiter.token.clone(),
-        deadline_ms,
-        fence: FENCE.grant(clock::now_us())?,
-    })
+    Lock::new(&waiter.token, deadline_ms, FENCE.grant(clock::now_us())?)
 }
 
 /// The holder's deadline is now `deadline` (grant, renewal, retry): the timer follows it.
@@ -435,7 +439,7 @@ fn take_back(ctx: &Context, revoke: Revoke) -> LockResult<()> {
     let now = clock::now_ms()?;
     let still_ours = lock_key
         .lock()?
-        .is_some_and(|lock| lock.is_held_by(&revoke.token, now) && lock.fence == revoke.fence);
+        .is_some_and(|lock| lock.is_held_by(&revoke.token, now) && lock.fence() == revoke.fence);
     if !still_ours {
         return Ok(());
     }
@@ -508,7 +512,7 @@ unsafe extern "C" fn on_reply(
                 ..
             }) => {
                 *delivered = true;
-                Ok(crate::commands::grant_reply(token, *fence))
+                Ok(crate::commands::grant_reply(token.as_bytes(), *fence))
             }
             Some(Reply::Error(text)) => Err(RedisError::String(text.clone())),
             None => Ok(RedisValue::Null),

@@ -13,7 +13,7 @@ use crate::error::{LockError, LockResult};
 use crate::fence::FENCE;
 use crate::guard;
 use crate::key::{LockKey, Mode};
-use crate::lock::{self, decide_acquire, held_by, Acquire, Lock};
+use crate::lock::{self, decide_acquire, held_by, Acquire, Lock, INLINE_TEXT_MAX};
 use crate::notify;
 use crate::replication;
 use crate::request::{parse_release, AcquireRequest, RenewRequest};
@@ -34,12 +34,14 @@ pub fn acquire(ctx: &Context, args: Vec<RedisString>) -> RedisResult {
         if let Some(timeout) = request.block_ms {
             lock::deadline(now, timeout).map_err(|_| LockError::TimeoutOverflow(timeout))?;
         }
-        let id = blocking::lock_id(ctx, key)?;
         let mut lock_key = LockKey::open(ctx, key, Mode::Write)?;
+        let waiting = blocking::anyone_waiting();
         // No overtaking: a lock that is free while clients queue goes to the first of them.
-        let free = !lock_key.lock()?.is_some_and(|lock| lock.is_live(now));
-        if free && blocking::has_waiters(&id) {
-            blocking::grant_to_head(ctx, key, &mut lock_key, &id)?;
+        if waiting && !lock_key.lock()?.is_some_and(|lock| lock.is_live(now)) {
+            let id = blocking::lock_id(ctx, key)?;
+            if blocking::has_waiters(&id) {
+                blocking::grant_to_head(ctx, key, &mut lock_key, &id)?;
+            }
         }
         let current = lock_key.lock()?;
         match decide_acquire(current.as_deref(), request.token.as_ref(), now) {
@@ -48,18 +50,16 @@ pub fn acquire(ctx: &Context, args: Vec<RedisString>) -> RedisResult {
                     Some(token) => token,
                     None => Token::generate()?,
                 };
-                lock_key.store(Lock {
-                    token,
-                    deadline_ms: deadline,
-                    fence: FENCE.grant(clock::now_us())?,
-                })?;
+                lock_key.store(Lock::new(&token, deadline, FENCE.grant(clock::now_us())?)?)?;
                 count(&STATS.acquired);
                 notify::event(ctx, notify::ACQUIRED, key);
                 stored(ctx, key, &mut lock_key)
             }
             Acquire::Retry => {
                 lock_key.set_deadline(deadline)?;
-                blocking::deadline_moved(&id, deadline);
+                if waiting {
+                    blocking::deadline_moved(&blocking::lock_id(ctx, key)?, deadline);
+                }
                 notify::event(ctx, notify::RENEWED, key);
                 stored(ctx, key, &mut lock_key)
             }
@@ -70,6 +70,7 @@ pub fn acquire(ctx: &Context, args: Vec<RedisString>) -> RedisResult {
                     if !flags.contains(ContextFlags::DENY_BLOCKING)
                         && flags.contains(ContextFlags::MASTER) =>
                 {
+                    let id = blocking::lock_id(ctx, key)?;
                     let max_waiters = config::max_waiters();
                     if max_waiters > 0 && blocking::waiters(&id) >= max_waiters {
                         return Err(LockError::TooManyWaiters(max_waiters));
@@ -106,7 +107,9 @@ pub fn renew(ctx: &Context, args: Vec<RedisString>) -> RedisResult {
         if let Some(lock) = lock_key.lock()? {
             replication::replicate_lock(ctx, key, lock);
         }
-        blocking::deadline_moved(&blocking::lock_id(ctx, key)?, deadline);
+        if blocking::anyone_waiting() {
+            blocking::deadline_moved(&blocking::lock_id(ctx, key)?, deadline);
+        }
         count(&STATS.renewed);
         notify::event(ctx, notify::RENEWED, key);
         Ok(RedisValue::Integer(1))
@@ -123,10 +126,11 @@ pub fn release(ctx: &Context, args: Vec<RedisString>) -> RedisResult {
         if held_by(lock_key.lock()?, &token, now).is_none() {
             return Ok(RedisValue::Integer(0));
         }
-        let id = blocking::lock_id(ctx, key)?;
         count(&STATS.released);
         notify::event(ctx, notify::RELEASED, key);
-        if !blocking::grant_to_head(ctx, key, &mut lock_key, &id)? {
+        let handed_off = blocking::anyone_waiting()
+            && blocking::grant_to_head(ctx, key, &mut lock_key, &blocking::lock_id(ctx, key)?)?;
+        if !handed_off {
             lock_key.delete()?;
             replication::replicate_release(ctx, key);
         }
@@ -148,7 +152,7 @@ pub fn info(ctx: &Context, args: Vec<RedisString>) -> RedisResult {
         };
         let waiters =
             i64::try_from(blocking::waiters(&blocking::lock_id(ctx, key)?)).unwrap_or(i64::MAX);
-        let fence = i64::try_from(lock.fence)
+        let fence = i64::try_from(lock.fence())
             .map_err(|_| LockError::Internal("fence out of range".into()))?;
         let fields = [
             ("fence", fence),
@@ -183,13 +187,14 @@ fn stored(ctx: &Context, key: &RedisString, lock_key: &mut LockKey) -> LockResul
         .lock()?
         .ok_or_else(|| LockError::Internal("the stored lock vanished".into()))?;
     replication::replicate_lock(ctx, key, lock);
-    Ok(grant_reply(&lock.token, lock.fence))
+    let mut buf = [0u8; INLINE_TEXT_MAX];
+    Ok(grant_reply(lock.token(&mut buf), lock.fence()))
 }
 
 /// `[token, fence]`: the reply to every grant, at once or after waiting.
-pub fn grant_reply(token: &Token, fence: u64) -> RedisValue {
+pub fn grant_reply(token: &[u8], fence: u64) -> RedisValue {
     RedisValue::Array(vec![
-        RedisValue::StringBuffer(token.as_bytes().to_vec()),
+        RedisValue::StringBuffer(token.to_vec()),
         RedisValue::Integer(i64::try_from(fence).unwrap_or(i64::MAX)),
     ])
 }

@@ -15,7 +15,7 @@ use crate::blocking;
 use crate::clock;
 use crate::fence::{FENCE, MAX_FENCE};
 use crate::guard;
-use crate::lock::Lock;
+use crate::lock::{Lock, INLINE_TEXT_MAX};
 use crate::replication::APPLY_COMMAND;
 use crate::stats::{count, uncount, STATS};
 use crate::token::Token;
@@ -64,9 +64,10 @@ unsafe extern "C" fn rdb_save(rdb: *mut raw::RedisModuleIO, value: *mut c_void) 
         let Some(lock) = (unsafe { value.cast::<Lock>().as_ref() }) else {
             return;
         };
-        raw::save_slice(rdb, lock.token.as_bytes());
+        let mut buf = [0u8; INLINE_TEXT_MAX];
+        raw::save_slice(rdb, lock.token(&mut buf));
         raw::save_signed(rdb, lock.deadline_ms);
-        raw::save_unsigned(rdb, lock.fence);
+        raw::save_unsigned(rdb, lock.fence());
     })
 }
 
@@ -78,7 +79,7 @@ unsafe extern "C" fn rdb_load(rdb: *mut raw::RedisModuleIO, encver: c_int) -> *m
         match load_lock(rdb) {
             Some(lock) => {
                 // A loaded or restored lock raises the clock: no later grant may undercut it.
-                FENCE.observe(lock.fence);
+                FENCE.observe(lock.fence());
                 count(&STATS.locks);
                 Box::into_raw(Box::new(lock)).cast()
             }
@@ -92,11 +93,7 @@ fn load_lock(rdb: *mut raw::RedisModuleIO) -> Option<Lock> {
     let token = Token::parse(token.as_ref()).ok()?;
     let deadline_ms = raw::load_signed(rdb).ok()?;
     let fence = raw::load_unsigned(rdb).ok()?;
-    (fence <= MAX_FENCE).then_some(Lock {
-        token,
-        deadline_ms,
-        fence,
-    })
+    Lock::new(&token, deadline_ms, fence).ok()
 }
 
 /// The lock as the effect command that recreates it, so AOF files without an RDB preamble
@@ -114,7 +111,8 @@ unsafe extern "C" fn aof_rewrite(
         let Some(emit) = (unsafe { raw::RedisModule_EmitAOF }) else {
             return;
         };
-        let token = lock.token.as_bytes();
+        let mut buf = [0u8; INLINE_TEXT_MAX];
+        let token = lock.token(&mut buf);
         // SAFETY: "sbll" is a RedisModuleString, a buffer with its length, two long longs.
         unsafe {
             emit(
@@ -125,7 +123,7 @@ unsafe extern "C" fn aof_rewrite(
                 token.as_ptr().cast::<c_char>(),
                 token.len(),
                 lock.deadline_ms as c_longlong,
-                lock.fence as c_longlong,
+                lock.fence() as c_longlong,
             )
         };
     })
@@ -134,9 +132,8 @@ unsafe extern "C" fn aof_rewrite(
 unsafe extern "C" fn mem_usage(value: *const c_void) -> usize {
     guard::callback(0, || {
         // SAFETY: the server passes a value of this type.
-        unsafe { value.cast::<Lock>().as_ref() }.map_or(0, |lock| {
-            std::mem::size_of::<Lock>() + lock.token.as_bytes().len()
-        })
+        unsafe { value.cast::<Lock>().as_ref() }
+            .map_or(0, |lock| std::mem::size_of::<Lock>() + lock.heap_bytes())
     })
 }
 
@@ -155,11 +152,12 @@ unsafe extern "C" fn digest(md: *mut raw::RedisModuleDigest, value: *mut c_void)
         }) else {
             return;
         };
-        let token = lock.token.as_bytes();
+        let mut buf = [0u8; INLINE_TEXT_MAX];
+        let token = lock.token(&mut buf);
         unsafe {
             add_buffer(md, token.as_ptr().cast::<c_char>().cast_mut(), token.len());
             add_long(md, lock.deadline_ms);
-            add_long(md, lock.fence as c_longlong);
+            add_long(md, lock.fence() as c_longlong);
             end(md);
         }
     })

@@ -9,8 +9,10 @@ use std::sync::atomic::{AtomicU64, Ordering};
 
 use crate::error::{LockError, LockResult};
 
-/// Fences are replied as RESP integers, which are signed 64-bit.
-pub const MAX_FENCE: u64 = i64::MAX as u64;
+/// Fences are replied as RESP integers (signed 64-bit); a stored lock keeps two bits of its
+/// fence word for itself, so fences stay below 2^62 (Unix microseconds reach it in 146,000
+/// years).
+pub const MAX_FENCE: u64 = (1 << 62) - 1;
 
 /// The server's one clock; every grant, load and replicated effect goes through it.
 pub static FENCE: FenceClock = FenceClock::new();
@@ -40,7 +42,7 @@ impl FenceClock {
 
     /// Raise the clock to a fence seen elsewhere (RDB, AOF, replication, RESTORE).
     pub fn observe(&self, fence: u64) {
-        self.last.fetch_max(fence, Ordering::SeqCst);
+        self.last.fetch_max(fence.min(MAX_FENCE), Ordering::SeqCst);
     }
 
     pub fn last(&self) -> u64 {
@@ -91,6 +93,7 @@ mod tests {
         assert_eq!(c.last(), MAX_FENCE);
         let d = FenceClock::new();
         d.observe(u64::MAX);
+        assert_eq!(d.last(), MAX_FENCE);
         assert_eq!(d.grant(1), Err(LockError::FenceExhausted));
     }
 }

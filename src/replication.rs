@@ -8,6 +8,7 @@
 //! the clock goes into the incremental file that follows it.
 
 use std::ffi::{c_void, CStr};
+use std::os::raw::{c_char, c_longlong};
 use std::time::Duration;
 
 use redis_module::{raw, Context, ContextFlags, RedisResult, RedisString, RedisValue};
@@ -17,7 +18,7 @@ use crate::events;
 use crate::fence::FENCE;
 use crate::guard;
 use crate::key::{LockKey, Mode};
-use crate::lock::Lock;
+use crate::lock::{Lock, INLINE_TEXT_MAX};
 use crate::request::{parse_clock, ApplyRequest};
 
 pub const APPLY_COMMAND: &CStr = c"LOCK.APPLY";
@@ -27,21 +28,32 @@ const AOF_CLIENT_ID: u64 = u64::MAX;
 
 /// Send the lock's state, as stored, to replicas and the AOF.
 pub fn replicate_lock(ctx: &Context, key: &RedisString, lock: &Lock) {
-    let deadline = lock.deadline_ms.to_string();
-    let fence = lock.fence.to_string();
-    let args: [&[u8]; 4] = [
-        key.as_slice(),
-        lock.token.as_bytes(),
-        deadline.as_bytes(),
-        fence.as_bytes(),
-    ];
-    ctx.replicate("LOCK.APPLY", &args[..]);
+    let Some(replicate) = (unsafe { raw::RedisModule_Replicate }) else {
+        return;
+    };
+    let mut buf = [0u8; INLINE_TEXT_MAX];
+    let token = lock.token(&mut buf);
+    // SAFETY: "sbll" is a RedisModuleString, a buffer with its length, two long longs.
+    unsafe {
+        replicate(
+            ctx.ctx,
+            APPLY_COMMAND.as_ptr(),
+            c"sbll".as_ptr(),
+            key.inner,
+            token.as_ptr().cast::<c_char>(),
+            token.len(),
+            lock.deadline_ms as c_longlong,
+            lock.fence() as c_longlong,
+        )
+    };
 }
 
 /// Send the freeing of a lock.
 pub fn replicate_release(ctx: &Context, key: &RedisString) {
-    let args: [&[u8]; 1] = [key.as_slice()];
-    ctx.replicate("DEL", &args[..]);
+    if let Some(replicate) = unsafe { raw::RedisModule_Replicate } {
+        // SAFETY: "s" is one RedisModuleString, live for this call.
+        unsafe { replicate(ctx.ctx, c"DEL".as_ptr(), c"s".as_ptr(), key.inner) };
+    }
 }
 
 /// LOCK.APPLY key token deadline fence: store a lock exactly as the primary made it.
@@ -122,9 +134,9 @@ fn client_id(ctx: &Context) -> Option<u64> {
 fn apply_request(ctx: &Context, key: &RedisString, request: ApplyRequest) -> LockResult<()> {
     FENCE.observe(request.fence);
     let mut lock_key = LockKey::open(ctx, key, Mode::Write)?;
-    lock_key.store(Lock {
-        token: request.token,
-        deadline_ms: request.deadline_ms,
-        fence: request.fence,
-    })
+    lock_key.store(Lock::new(
+        &request.token,
+        request.deadline_ms,
+        request.fence,
+    )?)
 }

@@ -494,3 +494,69 @@ fn watch_sees_real_changes_only() {
     watcher.cmd(&[b"PING"]);
     assert_eq!(watcher.cmd(&[b"EXEC"]), b"*-1\r\n");
 }
+
+/// Tokens are stored compactly when they are hex or UUIDs; every form must come back exactly,
+/// in replies, checks, RDB and DUMP/RESTORE.
+#[test]
+fn every_token_shape_round_trips_exactly() {
+    let mut srv = Server::start();
+    let mut con = srv.conn();
+    let tokens: [&[u8]; 6] = [
+        b"0123456789abcdef0123456789abcdef",
+        b"0123456789ABCDEF0123456789abcdef",
+        b"123e4567-e89b-12d3-a456-426614174000",
+        b"short",
+        b"\x00\xff binary token that is longer than thirty-six bytes \r\n",
+        b"123e4567-e89b-12d3-a456-42661417400",
+    ];
+    let mut fences = Vec::new();
+    for (i, token) in tokens.iter().enumerate() {
+        let key = format!("k{i}");
+        let v = call(
+            &mut con,
+            &[b"LOCK.ACQUIRE", key.as_bytes(), b"60000", b"TOKEN", token],
+        );
+        let (got, fence) = grant(&v).unwrap();
+        assert_eq!(got, *token);
+        fences.push(fence);
+        let renew = [&b"LOCK.RENEW"[..], key.as_bytes(), token, b"60000"];
+        assert_eq!(int(call(&mut con, &renew)), 1);
+        let mut other = token.to_vec();
+        other[0] ^= 1;
+        let renew = [&b"LOCK.RENEW"[..], key.as_bytes(), &other, b"60000"];
+        assert_eq!(int(call(&mut con, &renew)), 0);
+        let Value::BulkString(dump) = call(&mut con, &[b"DUMP", key.as_bytes()]) else {
+            panic!("no dump")
+        };
+        let copy = format!("copy{i}");
+        call(&mut con, &[b"RESTORE", copy.as_bytes(), b"60000", &dump]);
+        let again = [
+            &b"LOCK.ACQUIRE"[..],
+            copy.as_bytes(),
+            b"60000",
+            b"TOKEN",
+            token,
+        ];
+        assert_eq!(
+            grant(&call(&mut con, &again)),
+            Some((token.to_vec(), fence))
+        );
+    }
+    srv.shutdown_save();
+    srv.restart();
+    let mut con = srv.conn();
+    for (i, token) in tokens.iter().enumerate() {
+        let key = format!("k{i}");
+        let again = [
+            &b"LOCK.ACQUIRE"[..],
+            key.as_bytes(),
+            b"60000",
+            b"TOKEN",
+            token,
+        ];
+        assert_eq!(
+            grant(&call(&mut con, &again)),
+            Some((token.to_vec(), fences[i]))
+        );
+    }
+}
