@@ -48,6 +48,8 @@ enum Reply {
         delivered: bool,
     },
     Error(String),
+    /// The BLOCK timeout passed: null.
+    TimedOut,
 }
 
 /// A grant whose client disconnected before its reply: free it unless it changed since.
@@ -66,9 +68,19 @@ struct Pending {
     armed: bool,
 }
 
+/// A grant handed to the server whose reply has not been delivered yet.
+struct InFlight {
+    token: Token,
+    fence: u64,
+    /// The owner retried or renewed meanwhile: it has the lock whatever became of the reply.
+    seen: bool,
+}
+
 #[derive(Default)]
 struct State {
     queues: Queues<Blocked>,
+    next_serial: u64,
+    in_flight: HashMap<LockId, InFlight>,
     /// Per lock with waiters: the timer at its holder's deadline, and that deadline.
     timers: HashMap<LockId, (RedisModuleTimerID, i64)>,
     pending: Pending,
@@ -167,28 +179,44 @@ pub fn block(
 ) -> LockResult<RedisValue> {
     let block_client = api!(RedisModule_BlockClient)?;
     let set_disconnect = api!(RedisModule_SetDisconnectCallback)?;
-    // SAFETY: called from a command on the main thread; the callbacks live as long as the module.
-    let handle = unsafe {
-        block_client(
-            ctx.ctx,
-            Some(on_reply),
-            Some(on_timeout),
-            Some(on_free),
-            timeout_ms,
-        )
+    let timeout_at = match timeout_ms {
+        0 => None,
+        ms => Some(lock::deadline(clock::now_ms()?, ms)?),
     };
+    // The server is given no timeout: BLOCK timeouts run on the module's own timers, so a
+    // timeout can never race a grant inside the server (on Redis 7.0 that race left the
+    // client without any reply). The timeout callback still serves CLIENT UNBLOCK.
+    // SAFETY: called from a command on the main thread; the callbacks live as long as the module.
+    let handle =
+        unsafe { block_client(ctx.ctx, Some(on_reply), Some(on_timeout), Some(on_free), 0) };
     if handle.is_null() {
         return Err(LockError::Internal(
             "the server could not block the client".into(),
         ));
     }
     unsafe { set_disconnect(handle, Some(on_disconnect)) };
-    let waiter = Waiter {
-        handle: Blocked(handle),
-        token,
-        ttl_ms,
-    };
-    if let Err(e) = with_state(|s| s.queues.push(id.clone(), waiter)) {
+    let pushed = with_state(|s| {
+        s.next_serial += 1;
+        let serial = s.next_serial;
+        let waiter = Waiter {
+            handle: Blocked(handle),
+            serial,
+            token,
+            ttl_ms,
+        };
+        s.queues.push(id.clone(), waiter);
+        serial
+    });
+    if let Some(at) = timeout_at {
+        if let Ok(serial) = pushed {
+            arm_timeout(BlockTimeout {
+                handle: handle as usize,
+                serial,
+                at,
+            });
+        }
+    }
+    if let Err(e) = pushed {
         // Not queued, so nothing else would ever unblock it.
         unblock(Blocked(handle), Some(Reply::Error(e.to_string())));
         return Ok(RedisValue::NoReply);
@@ -223,6 +251,12 @@ pub fn grant_to_head(
         }
         count(&STATS.handed_off);
         notify::event(ctx, notify::HANDED_OFF, key);
+        let in_flight = InFlight {
+            token: token.clone(),
+            fence,
+            seen: false,
+        };
+        let _ = with_state(|s| s.in_flight.insert(id.clone(), in_flight));
         unblock(
             waiter.handle,
             Some(Reply::Granted {
@@ -321,6 +355,63 @@ fn on_deadline(ctx: &Context, id: LockId) {
     })
 }
 
+/// A waiter's BLOCK timeout: which waiter (handle and serial), and when, in Unix ms.
+struct BlockTimeout {
+    handle: usize,
+    serial: u64,
+    at: i64,
+}
+
+fn arm_timeout(timeout: BlockTimeout) {
+    let Some(ctx) = timer_ctx() else { return };
+    let now = clock::now_ms().unwrap_or(timeout.at);
+    let wait = timeout.at.saturating_sub(now).clamp(0, MAX_TIMER_MS);
+    ctx.create_timer(
+        Duration::from_millis(wait.unsigned_abs()),
+        on_block_timeout,
+        timeout,
+    );
+}
+
+/// A waiter's timeout has come: if it still waits, it leaves the queue with a null reply.
+fn on_block_timeout(_ctx: &Context, timeout: BlockTimeout) {
+    guard::callback((), || {
+        let handle = Blocked(timeout.handle as *mut raw::RedisModuleBlockedClient);
+        if !with_state(|s| s.queues.is_waiting(handle, timeout.serial)).unwrap_or(false) {
+            return; // granted, disconnected or unblocked since
+        }
+        if clock::now_ms().is_ok_and(|now| now < timeout.at) {
+            arm_timeout(timeout); // a long timeout, in steps
+            return;
+        }
+        if let Ok(Some((id, _))) = with_state(|s| s.queues.remove_serial(handle, timeout.serial)) {
+            count(&STATS.timeouts);
+            unblock(handle, Some(Reply::TimedOut));
+            if !has_waiters(&id) {
+                disarm(&id);
+            }
+        }
+    })
+}
+
+/// The owner of `id` showed it has its grant (a retry or a renewal with `token`): a grant
+/// whose reply seemed lost must not be taken back from it.
+pub fn owner_seen(id: &LockId, token: &Token) {
+    let _ = with_state(|s| {
+        if let Some(grant) = s.in_flight.get_mut(id) {
+            grant.seen |= grant.token == *token;
+        }
+        s.pending
+            .revoke
+            .retain(|r| !(r.lock == *id && r.token == *token));
+    });
+}
+
+/// Whether some grant's delivery is still open (in flight, or to be taken back).
+pub fn grants_unsettled() -> bool {
+    with_state(|s| !s.in_flight.is_empty() || !s.pending.revoke.is_empty()).unwrap_or(true)
+}
+
 /// Queue work for the deferred runner and make sure it is scheduled.
 fn defer(add: impl FnOnce(&mut Pending)) {
     let schedule = with_state(|s| {
@@ -342,10 +433,16 @@ fn schedule_pending(delay_ms: i64) {
     if let Some(ctx) = timer_ctx() {
         ctx.create_timer(
             Duration::from_millis(delay_ms.unsigned_abs()),
-            run_pending,
+            on_pending_timer,
             (),
         );
     }
+}
+
+/// The scheduled runner: no longer armed once it runs.
+fn on_pending_timer(ctx: &Context, (): ()) {
+    let _ = with_state(|s| s.pending.armed = false);
+    run_pending(ctx, ());
 }
 
 fn run_pending(ctx: &Context, (): ()) {
@@ -357,8 +454,10 @@ fn run_pending(ctx: &Context, (): ()) {
             return;
         }
         if events::clients_paused() {
-            let _ = with_state(|s| s.pending.armed = true);
-            schedule_pending(PAUSED_RETRY_MS);
+            // One retry loop at a time, however many timers find the pause.
+            if with_state(|s| !std::mem::replace(&mut s.pending.armed, true)) == Ok(true) {
+                schedule_pending(PAUSED_RETRY_MS);
+            }
             return;
         }
         let Ok(pending) = with_state(|s| std::mem::take(&mut s.pending)) else {
@@ -515,14 +614,14 @@ unsafe extern "C" fn on_reply(
                 Ok(crate::commands::grant_reply(token.as_bytes(), *fence))
             }
             Some(Reply::Error(text)) => Err(RedisError::String(text.clone())),
-            None => Ok(RedisValue::Null),
+            Some(Reply::TimedOut) | None => Ok(RedisValue::Null),
         };
         ctx.reply(result);
         raw::REDISMODULE_OK as c_int
     })
 }
 
-/// The BLOCK timeout passed (or CLIENT UNBLOCK): leave the queue, answer null.
+/// CLIENT UNBLOCK (BLOCK timeouts are the module's own timers): leave the queue, answer null.
 unsafe extern "C" fn on_timeout(
     ctx: *mut raw::RedisModuleCtx,
     _argv: *mut *mut raw::RedisModuleString,
@@ -573,10 +672,19 @@ unsafe extern "C" fn on_free(_ctx: *mut raw::RedisModuleCtx, privdata: *mut c_vo
             lock,
             token,
             fence,
-            delivered: false,
+            delivered,
         } = *reply
         {
-            defer(|p| p.revoke.push(Revoke { lock, token, fence }));
+            let seen = with_state(|s| match s.in_flight.get(&lock) {
+                Some(grant) if grant.fence == fence => {
+                    s.in_flight.remove(&lock).is_some_and(|g| g.seen)
+                }
+                _ => false,
+            })
+            .unwrap_or(false);
+            if !delivered && !seen {
+                defer(|p| p.revoke.push(Revoke { lock, token, fence }));
+            }
         }
     })
 }

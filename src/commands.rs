@@ -57,9 +57,7 @@ pub fn acquire(ctx: &Context, args: Vec<RedisString>) -> RedisResult {
             }
             Acquire::Retry => {
                 lock_key.set_deadline(deadline)?;
-                if waiting {
-                    blocking::deadline_moved(&blocking::lock_id(ctx, key)?, deadline);
-                }
+                owner_active(ctx, key, request.token.as_ref(), waiting, deadline)?;
                 notify::event(ctx, notify::RENEWED, key);
                 stored(ctx, key, &mut lock_key)
             }
@@ -107,9 +105,13 @@ pub fn renew(ctx: &Context, args: Vec<RedisString>) -> RedisResult {
         if let Some(lock) = lock_key.lock()? {
             replication::replicate_lock(ctx, key, lock);
         }
-        if blocking::anyone_waiting() {
-            blocking::deadline_moved(&blocking::lock_id(ctx, key)?, deadline);
-        }
+        owner_active(
+            ctx,
+            key,
+            Some(&request.token),
+            blocking::anyone_waiting(),
+            deadline,
+        )?;
         count(&STATS.renewed);
         notify::event(ctx, notify::RENEWED, key);
         Ok(RedisValue::Integer(1))
@@ -168,6 +170,29 @@ pub fn info(ctx: &Context, args: Vec<RedisString>) -> RedisResult {
             },
         ))))
     })
+}
+
+/// The holder retried or renewed, moving its deadline: the hand-off timer follows it, and a
+/// grant thought undelivered is evidently known to its owner.
+fn owner_active(
+    ctx: &Context,
+    key: &RedisString,
+    token: Option<&Token>,
+    waiting: bool,
+    deadline: i64,
+) -> LockResult<()> {
+    let revokes = blocking::grants_unsettled();
+    if !waiting && !revokes {
+        return Ok(());
+    }
+    let id = blocking::lock_id(ctx, key)?;
+    if waiting {
+        blocking::deadline_moved(&id, deadline);
+    }
+    if let (true, Some(token)) = (revokes, token) {
+        blocking::owner_seen(&id, token);
+    }
+    Ok(())
 }
 
 /// The key (argv[1]) and the arguments after it.

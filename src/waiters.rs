@@ -20,6 +20,8 @@ pub struct LockId {
 #[derive(Debug, PartialEq, Eq)]
 pub struct Waiter<H> {
     pub handle: H,
+    /// Tells this waiter from a later one the server may give the same handle.
+    pub serial: u64,
     pub token: Token,
     pub ttl_ms: i64,
 }
@@ -68,6 +70,24 @@ impl<H: Copy + Eq + Hash> Queues<H> {
             self.queues.remove(&lock);
         }
         Some((lock, waiter))
+    }
+
+    /// Like `remove`, but only if the handle still belongs to waiter `serial`.
+    pub fn remove_serial(&mut self, handle: H, serial: u64) -> Option<(LockId, Waiter<H>)> {
+        let lock = self.waiting_on.get(&handle)?;
+        let current = self.queues.get(lock)?.iter().find(|w| w.handle == handle)?;
+        if current.serial != serial {
+            return None;
+        }
+        self.remove(handle)
+    }
+
+    /// Whether the handle is queued as waiter `serial`.
+    pub fn is_waiting(&self, handle: H, serial: u64) -> bool {
+        self.waiting_on
+            .get(&handle)
+            .and_then(|lock| self.queues.get(lock))
+            .is_some_and(|q| q.iter().any(|w| w.handle == handle && w.serial == serial))
     }
 
     /// Take every waiter of the lock out, in order.
@@ -126,6 +146,7 @@ mod tests {
     fn waiter(handle: u32) -> Waiter<u32> {
         Waiter {
             handle,
+            serial: u64::from(handle) * 10,
             token: Token::parse(format!("t{handle}").as_bytes()).unwrap(),
             ttl_ms: 1000,
         }
@@ -172,6 +193,18 @@ mod tests {
         assert_eq!(q.pop_front(&id(0, "a")).map(|w| w.handle), Some(1));
         assert_eq!(q.pop_front(&id(0, "a")).map(|w| w.handle), Some(3));
         assert!(q.is_empty());
+    }
+
+    #[test]
+    fn a_reused_handle_is_not_mistaken_for_the_waiter_it_replaced() {
+        let mut q = Queues::new();
+        q.push(id(0, "a"), waiter(1));
+        assert!(q.is_waiting(1, 10));
+        assert!(!q.is_waiting(1, 11));
+        assert_eq!(q.remove_serial(1, 11), None, "another waiter's timer");
+        assert!(q.is_waiting(1, 10));
+        assert_eq!(q.remove_serial(1, 10).map(|(_, w)| w.serial), Some(10));
+        assert!(!q.is_waiting(1, 10));
     }
 
     #[test]

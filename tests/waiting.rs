@@ -489,3 +489,62 @@ fn waiters_are_answered_when_the_primary_becomes_a_replica() {
     assert_eq!(blocked_clients(&mut con), 0);
     srv.assert_alive();
 }
+
+/// A hand-off and a BLOCK timeout falling due together: the waiter always gets a reply (the
+/// grant or null), never silence, and a granted waiter holds the lock.
+#[test]
+fn a_grant_racing_the_timeout_always_gets_a_reply() {
+    let srv = Server::start();
+    let mut con = srv.conn();
+    for i in 0..20 {
+        let key = format!("race{i}");
+        acquire(&mut con, &key, 200, "holder").unwrap();
+        let mut waiter = block(&srv, &key, 5000, "w", 199 + (i % 3));
+        let reply = waiter
+            .reply_within(Duration::from_secs(3))
+            .unwrap_or_else(|| panic!("{key}: no reply at all"));
+        let granted = grant(&redis::parse_redis_value(&reply).unwrap()).is_some();
+        let renew = [&b"LOCK.RENEW"[..], key.as_bytes(), b"w", b"5000"];
+        assert_eq!(int(call(&mut con, &renew)), i64::from(granted), "{key}");
+    }
+    assert_eq!(blocked_clients(&mut con), 0);
+}
+
+/// A grant whose reply was lost, then retried by its owner (same token) before the server
+/// took it back: the owner keeps it, and the next waiter keeps waiting.
+#[test]
+fn a_retry_by_the_owner_keeps_a_grant_whose_reply_was_lost() {
+    let srv = Server::start();
+    let mut con = srv.conn();
+    acquire(&mut con, "k", 60_000, "holder").unwrap();
+    let mut lost = srv.raw();
+    let id = String::from_utf8(lost.cmd(&[b"CLIENT", b"ID"])).unwrap();
+    let id = id.trim_start_matches(':').trim_end().to_string();
+    lost.send(&[
+        b"LOCK.ACQUIRE",
+        b"k",
+        b"60000",
+        b"TOKEN",
+        b"owner",
+        b"BLOCK",
+        b"0",
+    ]);
+    wait_for("the waiter to queue", || waiters(&mut con, "k") == 1);
+    let mut next = queue(&srv, &mut con, "k", "next");
+    let mut raw = srv.raw();
+    assert_eq!(raw.cmd(&[b"MULTI"]), b"+OK\r\n");
+    raw.cmd(&[b"LOCK.RELEASE", b"k", b"holder"]);
+    raw.cmd(&[b"CLIENT", b"KILL", b"ID", id.as_bytes()]);
+    raw.cmd(&[b"LOCK.ACQUIRE", b"k", b"60000", b"TOKEN", b"owner"]);
+    let exec = String::from_utf8(raw.cmd(&[b"EXEC"])).unwrap();
+    assert!(
+        exec.starts_with("*3\r\n:1\r\n:1\r\n*2\r\n$5\r\nowner\r\n"),
+        "{exec:?}"
+    );
+    assert!(next.reply_within(Duration::from_millis(300)).is_none());
+    assert_eq!(
+        int(call(&mut con, &[b"LOCK.RENEW", b"k", b"owner", b"60000"])),
+        1
+    );
+    assert_eq!(waiters(&mut con, "k"), 1);
+}
