@@ -9,7 +9,7 @@
 #[path = "../tests/common/mod.rs"]
 mod common;
 
-use std::sync::{Arc, Barrier, Mutex};
+use std::sync::{Arc, Barrier, Condvar, Mutex};
 use std::thread;
 use std::time::{Duration, Instant};
 
@@ -87,7 +87,7 @@ fn load_scripts(con: &mut redis::Connection) -> Shas {
 
 /// An empty server, then `keys` prepared as `how` says.
 fn prepare(con: &mut redis::Connection, how: Prepare, keys: &[(String, String)]) {
-    call(con, &[b"FLUSHALL"]);
+    call(con, &[b"FLUSHALL", b"SYNC"]);
     fill(con, how, keys);
 }
 
@@ -309,22 +309,27 @@ enum Waiting {
     PubSub,
 }
 
-/// Time from each release to the grant of the next holder (another client), in µs. Each
-/// client, after releasing, works 1 ms outside the lock before asking again, so the others
-/// (waiting) get their turn.
+/// Time from each release to the grant of the next holder, in µs. The clients take turns:
+/// after releasing, a client asks again only once another client has had the lock (without
+/// that, a polling client simply re-takes the lock it just released), and after a random
+/// 0-10 ms of work outside the lock, so pollers do not fall into step with each other. Only
+/// hand-offs count: releases that found this client already asking.
 fn handoff(srv: &Server, how: Waiting, clients: usize, handoffs: usize) -> Vec<f64> {
-    call(&mut srv.conn(), &[b"FLUSHALL"]);
+    call(&mut srv.conn(), &[b"FLUSHALL", b"SYNC"]);
     let released_at: Arc<Mutex<Option<(Instant, usize)>>> = Arc::new(Mutex::new(None));
     let samples: Arc<Mutex<Vec<f64>>> = Arc::new(Mutex::new(Vec::new()));
+    // Who had the lock last, and a signal when that changes.
+    let holder = Arc::new((Mutex::new(usize::MAX), Condvar::new()));
     let shas = load_scripts(&mut srv.conn());
     let mut threads = Vec::new();
     for c in 0..clients {
         let mut con = srv.conn();
         let mut sub = srv.conn();
-        let (released_at, samples) = (released_at.clone(), samples.clone());
+        let (released_at, samples, holder) = (released_at.clone(), samples.clone(), holder.clone());
         let release_sha = shas.release.clone();
         threads.push(thread::spawn(move || {
             let me = format!("client-{c}");
+            let mut seed = 0x9e37_79b9_7f4a_7c15_u64 + c as u64;
             let mut pubsub = (how == Waiting::PubSub).then(|| {
                 let mut ps = sub.as_pubsub();
                 ps.subscribe("released").unwrap();
@@ -332,10 +337,13 @@ fn handoff(srv: &Server, how: Waiting, clients: usize, handoffs: usize) -> Vec<f
                     .unwrap();
                 ps
             });
+            // Since when this client has been asking for the lock.
+            let mut wanting_since: Option<Instant> = None;
             loop {
                 if samples.lock().unwrap().len() >= handoffs {
                     return;
                 }
+                let asked_at = *wanting_since.get_or_insert_with(Instant::now);
                 let granted = match how {
                     Waiting::Block => {
                         let v: Value =
@@ -369,11 +377,15 @@ fn handoff(srv: &Server, how: Waiting, clients: usize, handoffs: usize) -> Vec<f
                     continue;
                 }
                 let now = Instant::now();
-                if let Some((at, by)) = released_at.lock().unwrap().take() {
-                    if by != c {
+                wanting_since = None;
+                // A hand-off: the lock was released while this client was already asking.
+                if let Some((at, _)) = released_at.lock().unwrap().take() {
+                    if asked_at < at {
                         samples.lock().unwrap().push((now - at).as_secs_f64() * 1e6);
                     }
                 }
+                *holder.0.lock().unwrap() = c;
+                holder.1.notify_all();
                 // Hold briefly, then release and stamp the moment.
                 thread::sleep(Duration::from_micros(200));
                 *released_at.lock().unwrap() = Some((Instant::now(), c));
@@ -393,7 +405,20 @@ fn handoff(srv: &Server, how: Waiting, clients: usize, handoffs: usize) -> Vec<f
                         let _: i64 = cmd(&["PUBLISH", "released", "h"]).query(&mut con).unwrap();
                     }
                 }
-                thread::sleep(Duration::from_millis(1));
+                // My turn again only after someone else's (or when the run is over).
+                let mut last = holder.0.lock().unwrap();
+                while *last == c && samples.lock().unwrap().len() < handoffs {
+                    last = holder
+                        .1
+                        .wait_timeout(last, Duration::from_millis(100))
+                        .unwrap()
+                        .0;
+                }
+                drop(last);
+                seed ^= seed << 13;
+                seed ^= seed >> 7;
+                seed ^= seed << 17;
+                thread::sleep(Duration::from_micros(seed % 10_000));
             }
         }));
     }
@@ -454,7 +479,7 @@ fn bench_memory(srv: &Server) {
     let mut con = srv.conn();
     let mut per_lock = Vec::new();
     for how in [Prepare::Locks, Prepare::Strings] {
-        call(&mut con, &[b"FLUSHALL"]);
+        call(&mut con, &[b"FLUSHALL", b"SYNC"]);
         let before = used_memory(&mut con);
         let keys: Vec<(String, String)> = (0..n).map(|i| (format!("lock:{i}"), token(i))).collect();
         fill(&mut con, how, &keys);
@@ -467,12 +492,15 @@ fn bench_memory(srv: &Server) {
     ] {
         println!("| {name} | {bytes:.1} | {:.2}x |", per_lock[0] / bytes);
     }
-    call(&mut con, &[b"FLUSHALL"]);
+    call(&mut con, &[b"FLUSHALL", b"SYNC"]);
 }
 
 fn main() {
     let srv = Server::start();
-    let version = info_field(&mut srv.conn(), "server", "redis_version").unwrap_or_default();
+    let mut con = srv.conn();
+    let version = info_field(&mut con, "server", "valkey_version")
+        .or_else(|| info_field(&mut con, "server", "redis_version"))
+        .unwrap_or_default();
     println!(
         "## {} {version} ({}), `make bench`",
         if is_valkey() { "Valkey" } else { "Redis" },

@@ -81,6 +81,8 @@ struct State {
     queues: Queues<Blocked>,
     next_serial: u64,
     in_flight: HashMap<LockId, InFlight>,
+    /// The BLOCK timeout timer of each waiter that has one, by serial.
+    timeouts: HashMap<u64, RedisModuleTimerID>,
     /// Per lock with waiters: the timer at its holder's deadline, and that deadline.
     timers: HashMap<LockId, (RedisModuleTimerID, i64)>,
     pending: Pending,
@@ -218,7 +220,7 @@ pub fn block(
     }
     if let Err(e) = pushed {
         // Not queued, so nothing else would ever unblock it.
-        unblock(Blocked(handle), Some(Reply::Error(e.to_string())));
+        unblock(Blocked(handle), 0, Some(Reply::Error(e.to_string())));
         return Ok(RedisValue::NoReply);
     }
     arm(&id, holder_deadline);
@@ -237,13 +239,21 @@ pub fn grant_to_head(
         let lock = match grant_for(&waiter) {
             Ok(lock) => lock,
             Err(e) => {
-                unblock(waiter.handle, Some(Reply::Error(e.to_string())));
+                unblock(
+                    waiter.handle,
+                    waiter.serial,
+                    Some(Reply::Error(e.to_string())),
+                );
                 continue;
             }
         };
         let (token, fence, deadline) = (waiter.token.clone(), lock.fence(), lock.deadline_ms);
         if let Err(e) = lock_key.store(lock) {
-            unblock(waiter.handle, Some(Reply::Error(e.to_string())));
+            unblock(
+                waiter.handle,
+                waiter.serial,
+                Some(Reply::Error(e.to_string())),
+            );
             return Err(e);
         }
         if let Some(stored) = lock_key.lock()? {
@@ -259,6 +269,7 @@ pub fn grant_to_head(
         let _ = with_state(|s| s.in_flight.insert(id.clone(), in_flight));
         unblock(
             waiter.handle,
+            waiter.serial,
             Some(Reply::Granted {
                 lock: id.clone(),
                 token,
@@ -366,16 +377,30 @@ fn arm_timeout(timeout: BlockTimeout) {
     let Some(ctx) = timer_ctx() else { return };
     let now = clock::now_ms().unwrap_or(timeout.at);
     let wait = timeout.at.saturating_sub(now).clamp(0, MAX_TIMER_MS);
-    ctx.create_timer(
+    let serial = timeout.serial;
+    let timer = ctx.create_timer(
         Duration::from_millis(wait.unsigned_abs()),
         on_block_timeout,
         timeout,
     );
+    let _ = with_state(|s| s.timeouts.insert(serial, timer));
+}
+
+/// The waiter `serial` left the queue: its timeout timer goes too.
+fn forget_timeout(serial: u64) {
+    let Some(timer) = with_state(|s| s.timeouts.remove(&serial)).ok().flatten() else {
+        return;
+    };
+    if let Some(ctx) = timer_ctx() {
+        let _ = ctx.stop_timer::<BlockTimeout>(timer);
+    }
 }
 
 /// A waiter's timeout has come: if it still waits, it leaves the queue with a null reply.
 fn on_block_timeout(_ctx: &Context, timeout: BlockTimeout) {
     guard::callback((), || {
+        // This timer has fired: it is no longer one to stop.
+        let _ = with_state(|s| s.timeouts.remove(&timeout.serial));
         let handle = Blocked(timeout.handle as *mut raw::RedisModuleBlockedClient);
         if !with_state(|s| s.queues.is_waiting(handle, timeout.serial)).unwrap_or(false) {
             return; // granted, disconnected or unblocked since
@@ -386,7 +411,7 @@ fn on_block_timeout(_ctx: &Context, timeout: BlockTimeout) {
         }
         if let Ok(Some((id, _))) = with_state(|s| s.queues.remove_serial(handle, timeout.serial)) {
             count(&STATS.timeouts);
-            unblock(handle, Some(Reply::TimedOut));
+            unblock(handle, timeout.serial, Some(Reply::TimedOut));
             if !has_waiters(&id) {
                 disarm(&id);
             }
@@ -575,13 +600,19 @@ const ENETDOWN: i32 = 100;
 
 fn fail_all(id: &LockId, error: &LockError) {
     for waiter in with_state(|s| s.queues.take_all(id)).unwrap_or_default() {
-        unblock(waiter.handle, Some(Reply::Error(error.to_string())));
+        unblock(
+            waiter.handle,
+            waiter.serial,
+            Some(Reply::Error(error.to_string())),
+        );
     }
     disarm(id);
 }
 
-/// Hand a blocked client back to the server with its reply (None: the reply was already sent).
-fn unblock(handle: Blocked, reply: Option<Reply>) {
+/// Hand a blocked client back to the server with its reply (None: the reply was already sent),
+/// and stop its timeout timer.
+fn unblock(handle: Blocked, serial: u64, reply: Option<Reply>) {
+    forget_timeout(serial);
     let Some(unblock_client) = (unsafe { raw::RedisModule_UnblockClient }) else {
         return;
     };
@@ -651,8 +682,8 @@ unsafe extern "C" fn on_disconnect(
 /// A waiter leaves its queue without a grant. A handle that is not queued any more was granted
 /// and already unblocked; its undelivered grant is dealt with in `on_free`.
 fn leave(handle: Blocked) {
-    if let Ok(Some((id, _))) = with_state(|s| s.queues.remove(handle)) {
-        unblock(handle, None);
+    if let Ok(Some((id, waiter))) = with_state(|s| s.queues.remove(handle)) {
+        unblock(handle, waiter.serial, None);
         if !has_waiters(&id) {
             disarm(&id);
         }
