@@ -567,6 +567,7 @@ fn take_back(ctx: &Context, revoke: Revoke) -> LockResult<()> {
     if !still_ours {
         return Ok(());
     }
+    lock_key.found_live();
     if !grant_to_head(ctx, &key, &mut lock_key, &revoke.lock)? {
         lock_key.delete()?;
         replication::replicate_release(ctx, &key);
@@ -663,9 +664,8 @@ unsafe extern "C" fn on_timeout(
         let handle = unsafe { raw::RedisModule_GetBlockedClientHandle }
             .map_or(ptr::null_mut(), |get| unsafe { get(ctx.ctx) });
         ctx.reply(Ok(RedisValue::Null));
-        count(&STATS.timeouts);
-        if !handle.is_null() {
-            leave(Blocked(handle));
+        if !handle.is_null() && leave(Blocked(handle)) {
+            count(&STATS.timeouts);
         }
         raw::REDISMODULE_OK as c_int
     })
@@ -676,18 +676,22 @@ unsafe extern "C" fn on_disconnect(
     _ctx: *mut raw::RedisModuleCtx,
     handle: *mut raw::RedisModuleBlockedClient,
 ) {
-    guard::callback((), || leave(Blocked(handle)))
+    guard::callback((), || {
+        leave(Blocked(handle));
+    })
 }
 
 /// A waiter leaves its queue without a grant. A handle that is not queued any more was granted
 /// and already unblocked; its undelivered grant is dealt with in `on_free`.
-fn leave(handle: Blocked) {
-    if let Ok(Some((id, waiter))) = with_state(|s| s.queues.remove(handle)) {
-        unblock(handle, waiter.serial, None);
-        if !has_waiters(&id) {
-            disarm(&id);
-        }
+fn leave(handle: Blocked) -> bool {
+    let Ok(Some((id, waiter))) = with_state(|s| s.queues.remove(handle)) else {
+        return false;
+    };
+    unblock(handle, waiter.serial, None);
+    if !has_waiters(&id) {
+        disarm(&id);
     }
+    true
 }
 
 /// The server is done with a reply. A grant whose reply callback never ran (its client went

@@ -128,6 +128,7 @@ pub fn release(ctx: &Context, args: Vec<RedisString>) -> RedisResult {
         if held_by(lock_key.lock()?, &token, now).is_none() {
             return Ok(RedisValue::Integer(0));
         }
+        lock_key.found_live();
         count(&STATS.released);
         notify::event(ctx, notify::RELEASED, key);
         let handed_off = blocking::anyone_waiting()

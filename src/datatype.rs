@@ -15,6 +15,7 @@ use crate::blocking;
 use crate::clock;
 use crate::fence::{FENCE, MAX_FENCE};
 use crate::guard;
+use crate::key;
 use crate::lock::{Lock, INLINE_TEXT_MAX};
 use crate::replication::APPLY_COMMAND;
 use crate::stats::{count, uncount, STATS};
@@ -77,13 +78,25 @@ unsafe extern "C" fn rdb_load(rdb: *mut raw::RedisModuleIO, encver: c_int) -> *m
             return std::ptr::null_mut();
         }
         match load_lock(rdb) {
+            None => {
+                if let Some(log) = unsafe { raw::RedisModule_LogIOError } {
+                    // SAFETY: a static message without format directives.
+                    unsafe {
+                        log(
+                            rdb,
+                            c"warning".as_ptr(),
+                            c"lock: a lock value could not be loaded: truncated or corrupt data, an empty or over-long token, or a fence above 2^62-1".as_ptr(),
+                        )
+                    };
+                }
+                std::ptr::null_mut()
+            }
             Some(lock) => {
                 // A loaded or restored lock raises the clock: no later grant may undercut it.
                 FENCE.observe(lock.fence());
                 count(&STATS.locks);
                 Box::into_raw(Box::new(lock)).cast()
             }
-            None => std::ptr::null_mut(),
         }
     })
 }
@@ -200,8 +213,9 @@ unsafe extern "C" fn unlink(ctx: *mut raw::RedisModuleKeyOptCtx, value: *const c
         }
         let name = unsafe { std::slice::from_raw_parts(bytes.cast::<u8>(), len) };
         // SAFETY: the server passes the value being unlinked, one of ours.
-        let expired = unsafe { value.cast::<Lock>().as_ref() }
-            .is_some_and(|lock| clock::now_ms().is_ok_and(|now| !lock.is_live(now)));
+        let expired = !key::replacing_live()
+            && unsafe { value.cast::<Lock>().as_ref() }
+                .is_some_and(|lock| clock::now_ms().is_ok_and(|now| !lock.is_live(now)));
         blocking::key_removed(db, name, expired);
     })
 }

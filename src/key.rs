@@ -1,6 +1,7 @@
 //! One lock under one Redis key: opening it, reading and writing the lock value, keeping the
 //! key's expiry equal to the lock's deadline, and deleting it when the lock is freed.
 
+use std::cell::Cell;
 use std::os::raw::c_int;
 use std::ptr::NonNull;
 
@@ -16,6 +17,33 @@ pub struct LockKey {
     name: *mut raw::RedisModuleString,
     /// None when the key was opened for reading and does not exist.
     key: Option<NonNull<raw::RedisModuleKey>>,
+    /// The caller found the stored lock live (a release, a take-back): replacing or deleting
+    /// it is not an expiry, even if the clock ticks past the deadline meanwhile.
+    live: bool,
+}
+
+thread_local! {
+    static REPLACING_LIVE: Cell<bool> = const { Cell::new(false) };
+}
+
+/// For the type's unlink callback: the value going away is one the module itself found live.
+pub fn replacing_live() -> bool {
+    REPLACING_LIVE.with(Cell::get)
+}
+
+/// Sets REPLACING_LIVE for the length of one server call.
+struct LiveGuard(bool);
+
+impl LiveGuard {
+    fn new(live: bool) -> Self {
+        Self(REPLACING_LIVE.with(|flag| flag.replace(live)))
+    }
+}
+
+impl Drop for LiveGuard {
+    fn drop(&mut self) {
+        REPLACING_LIVE.with(|flag| flag.set(self.0));
+    }
 }
 
 pub enum Mode {
@@ -45,6 +73,7 @@ impl LockKey {
             ctx: ctx.ctx,
             name: name.inner,
             key: NonNull::new(key.cast()),
+            live: false,
         };
         this.check_type()?;
         let mut this = this;
@@ -97,16 +126,24 @@ impl LockKey {
         Ok(unsafe { value.as_mut() })
     }
 
+    /// The caller has found the stored lock live and is about to free or replace it.
+    pub fn found_live(&mut self) {
+        self.live = true;
+    }
+
     /// Store `lock` (replacing what was there) with the key expiring at its deadline.
     pub fn store(&mut self, lock: Lock) -> LockResult<()> {
         let key = self.writable()?;
         let set_value = api!(RedisModule_ModuleTypeSetValue);
         let deadline = lock.deadline_ms;
         let value = Box::into_raw(Box::new(lock));
-        // SAFETY: on success the server owns the box and frees it through the type's `free`.
-        if unsafe { set_value(key.as_ptr(), lock_type(), value.cast()) }
-            != raw::REDISMODULE_OK as c_int
-        {
+        let replaced = {
+            let _live = LiveGuard::new(self.live);
+            // SAFETY: on success the server owns the box and frees it through the type's `free`.
+            unsafe { set_value(key.as_ptr(), lock_type(), value.cast()) }
+        };
+        self.live = false;
+        if replaced != raw::REDISMODULE_OK as c_int {
             drop(unsafe { Box::from_raw(value) });
             return Err(LockError::Internal("could not store the lock value".into()));
         }
@@ -136,8 +173,13 @@ impl LockKey {
     pub fn delete(&mut self) -> LockResult<()> {
         let key = self.writable()?;
         let delete_key = api!(RedisModule_DeleteKey);
-        // SAFETY: key is open for writing.
-        if unsafe { delete_key(key.as_ptr()) } != raw::REDISMODULE_OK as c_int {
+        let deleted = {
+            let _live = LiveGuard::new(self.live);
+            // SAFETY: key is open for writing.
+            unsafe { delete_key(key.as_ptr()) }
+        };
+        self.live = false;
+        if deleted != raw::REDISMODULE_OK as c_int {
             return Err(LockError::Internal("could not delete the key".into()));
         }
         self.signal_modified()

@@ -132,11 +132,9 @@ fn client_id(ctx: &Context) -> Option<u64> {
 }
 
 fn apply_request(ctx: &Context, key: &RedisString, request: ApplyRequest) -> LockResult<()> {
+    // Checked (the fence fits) before it may raise the clock.
+    let lock = Lock::new(&request.token, request.deadline_ms, request.fence)?;
     FENCE.observe(request.fence);
     let mut lock_key = LockKey::open(ctx, key, Mode::Write)?;
-    lock_key.store(Lock::new(
-        &request.token,
-        request.deadline_ms,
-        request.fence,
-    )?)
+    lock_key.store(lock)
 }

@@ -530,3 +530,18 @@ fn the_key_expiry_is_put_back_to_the_lock_deadline() {
     );
     assert_eq!(int(call(&mut con, &[b"EXISTS", b"old"])), 0);
 }
+
+/// An effect carrying a fence the module cannot hold is refused without touching the clock.
+#[test]
+fn an_effect_with_an_impossible_fence_does_not_exhaust_the_clock() {
+    let dir = new_dir();
+    let mut aof = aof_with_locks(&[("bad", "tok")], 600_000, 1 << 62);
+    aof.extend(aof_with_locks(&[("good", "tok")], 600_000, 42));
+    std::fs::write(dir.join("appendonly.aof"), aof).unwrap();
+    let srv = Server::start_in(dir, &[], &["--appendonly", "yes"]);
+    let mut con = srv.conn();
+    assert_eq!(info(&mut con, b"bad"), None);
+    assert_eq!(info(&mut con, b"good").map(|i| i.0), Some(42));
+    let fresh = acquire(&mut con, "fresh", 1000, "me").unwrap();
+    assert!(fresh > 42 && fresh < now_us() + 60_000_000, "{fresh}");
+}

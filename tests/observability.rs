@@ -199,3 +199,40 @@ fn scan_by_type_lists_the_locks() {
     keys.sort();
     assert_eq!(keys, ["l1", "l2", "l3"]);
 }
+
+/// A release at the very millisecond of the deadline is a release, not also an expiry: every
+/// granted lock ends as at most one of the two.
+#[test]
+fn a_release_is_never_also_counted_as_an_expiry() {
+    let srv = Server::start();
+    let mut con = srv.conn();
+    let mut raw = srv.raw();
+    let n = 10_000;
+    let mut batch = Vec::new();
+    for i in 0..n {
+        let key = format!("k{}", i % 50);
+        batch.extend(resp(&[
+            b"LOCK.ACQUIRE",
+            key.as_bytes(),
+            b"1",
+            b"TOKEN",
+            b"t",
+        ]));
+        batch.extend(resp(&[b"LOCK.RELEASE", key.as_bytes(), b"t"]));
+    }
+    raw.write_all(&batch);
+    for _ in 0..2 * n {
+        raw.read_reply();
+    }
+    let (acquired, released) = (stat(&mut con, "acquired"), stat(&mut con, "released"));
+    assert!(released > 0);
+    wait_for("the last locks to expire", || {
+        int(call(&mut con, &[b"DBSIZE"])) == 0
+    });
+    let expired = stat(&mut con, "expired");
+    assert_eq!(
+        released + expired,
+        acquired,
+        "{released} + {expired} != {acquired}"
+    );
+}
