@@ -21,6 +21,7 @@ use redis_module::{
     raw, Context, ContextFlags, RedisError, RedisModuleTimerID, RedisString, RedisValue,
 };
 
+use crate::api;
 use crate::clock;
 use crate::error::{LockError, LockResult};
 use crate::events;
@@ -108,14 +109,6 @@ fn with_state<R>(f: impl FnOnce(&mut State) -> R) -> LockResult<R> {
             .map_err(|_| LockError::Internal("waiter state re-entered".into()))?;
         Ok(f(&mut state))
     })
-}
-
-/// A server API function, or an error if this server lacks it (never a panic).
-macro_rules! api {
-    ($name:ident) => {
-        unsafe { raw::$name }
-            .ok_or_else(|| LockError::Internal(concat!(stringify!($name), " is missing").into()))
-    };
 }
 
 /// Subscribe to the events that free locks without a key callback (FLUSHDB, FLUSHALL, SWAPDB).
@@ -303,14 +296,18 @@ pub fn deadline_moved(id: &LockId, deadline: i64) {
 /// RENAME, MOVE). Its waiters are served once the server has finished the deletion; a lock
 /// whose deadline had passed is counted and notified as expired.
 pub fn key_removed(db: i32, key: &[u8], expired: bool) {
+    if expired {
+        count(&STATS.expired);
+    }
+    // Runs for every deleted or replaced lock (each RELEASE): no work when nobody waits.
+    if !expired && !anyone_waiting() {
+        return;
+    }
     let id = LockId {
         db,
         key: key.to_vec(),
     };
-    if expired {
-        count(&STATS.expired);
-    }
-    let waited = with_state(|s| !s.queues.is_empty() && s.queues.has_waiters(&id)).unwrap_or(false);
+    let waited = has_waiters(&id);
     if waited || expired {
         defer(|p| {
             if expired {
@@ -330,6 +327,13 @@ fn timer_ctx() -> Option<Context> {
     (!ctx.is_null()).then(|| Context::new(ctx))
 }
 
+/// How long a timer for Unix time `at` (ms) waits: never negative, and at most
+/// MAX_TIMER_MS (a timer that fires early re-arms).
+fn until(at: i64) -> Duration {
+    let now = clock::now_ms().unwrap_or(at);
+    Duration::from_millis(at.saturating_sub(now).clamp(0, MAX_TIMER_MS).unsigned_abs())
+}
+
 /// A timer at the holder's deadline, replacing an earlier one at another time.
 fn arm(id: &LockId, deadline: i64) {
     let current = with_state(|s| s.timers.get(id).copied()).ok().flatten();
@@ -338,13 +342,7 @@ fn arm(id: &LockId, deadline: i64) {
     }
     disarm(id);
     let Some(ctx) = timer_ctx() else { return };
-    let now = clock::now_ms().unwrap_or(deadline);
-    let wait = deadline.saturating_sub(now).clamp(0, MAX_TIMER_MS);
-    let timer = ctx.create_timer(
-        Duration::from_millis(wait.unsigned_abs()),
-        on_deadline,
-        id.clone(),
-    );
+    let timer = ctx.create_timer(until(deadline), on_deadline, id.clone());
     let _ = with_state(|s| s.timers.insert(id.clone(), (timer, deadline)));
 }
 
@@ -375,14 +373,8 @@ struct BlockTimeout {
 
 fn arm_timeout(timeout: BlockTimeout) {
     let Some(ctx) = timer_ctx() else { return };
-    let now = clock::now_ms().unwrap_or(timeout.at);
-    let wait = timeout.at.saturating_sub(now).clamp(0, MAX_TIMER_MS);
     let serial = timeout.serial;
-    let timer = ctx.create_timer(
-        Duration::from_millis(wait.unsigned_abs()),
-        on_block_timeout,
-        timeout,
-    );
+    let timer = ctx.create_timer(until(timeout.at), on_block_timeout, timeout);
     let _ = with_state(|s| s.timeouts.insert(serial, timer));
 }
 

@@ -3,14 +3,12 @@
 
 use std::time::{SystemTime, UNIX_EPOCH};
 
-use redis_module::raw;
-
-use crate::error::{LockError, LockResult};
+use crate::api;
+use crate::error::LockResult;
 
 pub fn now_ms() -> LockResult<i64> {
+    let milliseconds = api!(RedisModule_Milliseconds)?;
     // SAFETY: the function pointer is filled in by the server at load.
-    let milliseconds = unsafe { raw::RedisModule_Milliseconds }
-        .ok_or_else(|| LockError::Internal("RedisModule_Milliseconds is missing".into()))?;
     Ok(unsafe { milliseconds() })
 }
 

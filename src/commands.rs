@@ -46,10 +46,7 @@ pub fn acquire(ctx: &Context, args: Vec<RedisString>) -> RedisResult {
         let current = lock_key.lock()?;
         match decide_acquire(current.as_deref(), request.token.as_ref(), now) {
             Acquire::Grant => {
-                let token = match request.token {
-                    Some(token) => token,
-                    None => Token::generate()?,
-                };
+                let token = request.token.map_or_else(Token::generate, Ok)?;
                 lock_key.store(Lock::new(&token, deadline, FENCE.grant(clock::now_us())?)?)?;
                 count(&STATS.acquired);
                 notify::event(ctx, notify::ACQUIRED, key);
@@ -75,10 +72,7 @@ pub fn acquire(ctx: &Context, args: Vec<RedisString>) -> RedisResult {
                     }
                     count(&STATS.contended);
                     let holder_deadline = current.map_or(now, |lock| lock.deadline_ms);
-                    let token = match request.token {
-                        Some(token) => token,
-                        None => Token::generate()?,
-                    };
+                    let token = request.token.map_or_else(Token::generate, Ok)?;
                     blocking::block(ctx, id, holder_deadline, token, request.ttl_ms, timeout)
                 }
                 _ => {

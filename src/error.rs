@@ -78,6 +78,17 @@ pub enum LockError {
 
 pub type LockResult<T> = Result<T, LockError>;
 
+/// A server API function, or an `Internal` error if this server lacks it (never a panic:
+/// functions missing on the running server are `None`).
+#[macro_export]
+macro_rules! api {
+    ($name:ident) => {
+        unsafe { redis_module::raw::$name }.ok_or_else(|| {
+            $crate::error::LockError::Internal(concat!(stringify!($name), " is missing").into())
+        })
+    };
+}
+
 /// How client bytes are shown inside an error text: printable ASCII as is, the rest escaped,
 /// and cut short, so an error reply never carries CR, LF, NUL or megabytes of input.
 pub fn shown(bytes: &[u8]) -> String {

@@ -6,6 +6,7 @@ use std::os::raw::c_int;
 
 use redis_module::{raw, Context};
 
+use crate::api;
 use crate::error::{LockError, LockResult};
 
 pub type EventCallback =
@@ -13,9 +14,7 @@ pub type EventCallback =
 
 /// Have `callback` called on every event `id` (a `REDISMODULE_EVENT_*`).
 pub fn subscribe(ctx: &Context, id: u64, callback: EventCallback) -> LockResult<()> {
-    let subscribe = unsafe { raw::RedisModule_SubscribeToServerEvent }.ok_or_else(|| {
-        LockError::Internal("RedisModule_SubscribeToServerEvent is missing".into())
-    })?;
+    let subscribe = api!(RedisModule_SubscribeToServerEvent)?;
     let event = raw::RedisModuleEvent { id, dataver: 1 };
     // SAFETY: ctx is live during module load; the callback lives as long as the module.
     if unsafe { subscribe(ctx.ctx, event, Some(callback)) } != raw::REDISMODULE_OK as c_int {

@@ -7,6 +7,7 @@ use std::ptr::NonNull;
 
 use redis_module::{raw, Context, RedisString};
 
+use crate::api;
 use crate::datatype::lock_type;
 use crate::error::{LockError, LockResult};
 use crate::lock::Lock;
@@ -51,18 +52,10 @@ pub enum Mode {
     Write,
 }
 
-/// A server API function, or an error reply if this server lacks it (never a panic).
-macro_rules! api {
-    ($name:ident) => {
-        unsafe { raw::$name }
-            .ok_or_else(|| LockError::Internal(concat!(stringify!($name), " is missing").into()))?
-    };
-}
-
 impl LockKey {
     /// Open `name`; WRONGTYPE if it holds anything but a lock.
     pub fn open(ctx: &Context, name: &RedisString, mode: Mode) -> LockResult<Self> {
-        let open_key = api!(RedisModule_OpenKey);
+        let open_key = api!(RedisModule_OpenKey)?;
         let flags = match mode {
             Mode::Read => raw::REDISMODULE_READ,
             Mode::Write => raw::REDISMODULE_READ | raw::REDISMODULE_WRITE,
@@ -91,10 +84,10 @@ impl LockKey {
         let Some(deadline) = self.lock()?.map(|lock| lock.deadline_ms) else {
             return Ok(());
         };
-        let get_abs_expire = api!(RedisModule_GetAbsExpire);
+        let get_abs_expire = api!(RedisModule_GetAbsExpire)?;
         // SAFETY: key is an open key handle holding a lock.
         if unsafe { get_abs_expire(key.as_ptr()) } != deadline {
-            let set_abs_expire = api!(RedisModule_SetAbsExpire);
+            let set_abs_expire = api!(RedisModule_SetAbsExpire)?;
             unsafe { set_abs_expire(key.as_ptr(), deadline) };
         }
         Ok(())
@@ -102,8 +95,8 @@ impl LockKey {
 
     fn check_type(&self) -> LockResult<()> {
         let Some(key) = self.key else { return Ok(()) };
-        let key_type = api!(RedisModule_KeyType);
-        let get_type = api!(RedisModule_ModuleTypeGetType);
+        let key_type = api!(RedisModule_KeyType)?;
+        let get_type = api!(RedisModule_ModuleTypeGetType)?;
         // SAFETY: key is an open key handle.
         let kind = unsafe { key_type(key.as_ptr()) } as isize;
         if kind == raw::REDISMODULE_KEYTYPE_EMPTY {
@@ -120,7 +113,7 @@ impl LockKey {
     /// The lock stored here, expired or not; None if the key is empty.
     pub fn lock(&mut self) -> LockResult<Option<&mut Lock>> {
         let Some(key) = self.key else { return Ok(None) };
-        let get_value = api!(RedisModule_ModuleTypeGetValue);
+        let get_value = api!(RedisModule_ModuleTypeGetValue)?;
         // SAFETY: check_type proved the value, if any, is one of ours, i.e. a Box<Lock>.
         let value = unsafe { get_value(key.as_ptr()) }.cast::<Lock>();
         Ok(unsafe { value.as_mut() })
@@ -134,7 +127,7 @@ impl LockKey {
     /// Store `lock` (replacing what was there) with the key expiring at its deadline.
     pub fn store(&mut self, lock: Lock) -> LockResult<()> {
         let key = self.writable()?;
-        let set_value = api!(RedisModule_ModuleTypeSetValue);
+        let set_value = api!(RedisModule_ModuleTypeSetValue)?;
         let deadline = lock.deadline_ms;
         let value = Box::into_raw(Box::new(lock));
         let replaced = {
@@ -161,7 +154,7 @@ impl LockKey {
 
     fn expire_at(&mut self, deadline_ms: i64) -> LockResult<()> {
         let key = self.writable()?;
-        let set_abs_expire = api!(RedisModule_SetAbsExpire);
+        let set_abs_expire = api!(RedisModule_SetAbsExpire)?;
         // SAFETY: key is open for writing and holds a value.
         if unsafe { set_abs_expire(key.as_ptr(), deadline_ms) } != raw::REDISMODULE_OK as c_int {
             return Err(LockError::Internal("could not set the key's expiry".into()));
@@ -172,7 +165,7 @@ impl LockKey {
     /// Free the lock: the key goes.
     pub fn delete(&mut self) -> LockResult<()> {
         let key = self.writable()?;
-        let delete_key = api!(RedisModule_DeleteKey);
+        let delete_key = api!(RedisModule_DeleteKey)?;
         let deleted = {
             let _live = LiveGuard::new(self.live);
             // SAFETY: key is open for writing.
@@ -187,7 +180,7 @@ impl LockKey {
 
     /// The module turned implicit signalling off so that WATCH is touched only by a real change.
     fn signal_modified(&self) -> LockResult<()> {
-        let signal = api!(RedisModule_SignalModifiedKey);
+        let signal = api!(RedisModule_SignalModifiedKey)?;
         // SAFETY: ctx and name are live for this command call.
         unsafe { signal(self.ctx, self.name) };
         Ok(())

@@ -108,21 +108,6 @@ fn restore_future_lock(con: &mut redis::Connection, key: &str) -> i64 {
     fence
 }
 
-/// Send a blocking ACQUIRE for `key` to `node` without reading the reply.
-fn waiter(node: &Server, key: &str, token: &str) -> Raw {
-    let mut raw = node.raw();
-    raw.send(&[
-        b"LOCK.ACQUIRE",
-        key.as_bytes(),
-        b"10000",
-        b"TOKEN",
-        token.as_bytes(),
-        b"BLOCK",
-        b"0",
-    ]);
-    raw
-}
-
 /// After the move: the owner renews and releases on the new shard, and a new grant there
 /// has a higher fence than the moved lock.
 fn check_moved_lock(node: &Server, key: &str, token: &str, fence: i64) {
@@ -151,10 +136,8 @@ fn a_held_lock_moved_by_migrate_keeps_token_deadline_and_fence() {
     let mut src = source.conn();
     let mut dst = target.conn();
     let fence = restore_future_lock(&mut src, &key);
-    let mut blocked = waiter(source, &key, "waiter");
-    wait_for("the waiter to queue", || {
-        info(&mut src, key.as_bytes()).unwrap().2 == 1
-    });
+    let mut blocked = blocked_client(source, &key, 10_000, "waiter", 0);
+    wait_for("the waiter to queue", || waiters(&mut src, &key) == 1);
     let slot_arg = slot.to_string();
     let (source_id, target_id) = (cluster.id(0), cluster.id(1));
     call(
@@ -237,10 +220,8 @@ fn a_held_lock_moved_by_cluster_migrateslots_keeps_token_deadline_and_fence() {
     let (key, slot) = key_on_first_node(&cluster);
     let mut src = cluster.nodes[0].conn();
     let fence = restore_future_lock(&mut src, &key);
-    let mut blocked = waiter(&cluster.nodes[0], &key, "waiter");
-    wait_for("the waiter to queue", || {
-        info(&mut src, key.as_bytes()).unwrap().2 == 1
-    });
+    let mut blocked = blocked_client(&cluster.nodes[0], &key, 10_000, "waiter", 0);
+    wait_for("the waiter to queue", || waiters(&mut src, &key) == 1);
     let slot_arg = slot.to_string();
     let target_id = cluster.id(1);
     let reply = call(

@@ -23,24 +23,6 @@ fn stat(con: &mut redis::Connection, name: &str) -> u64 {
         .1
 }
 
-fn block(srv: &Server, key: &str, token: &str, timeout: &str) -> Raw {
-    let mut raw = srv.raw();
-    raw.send(&[
-        b"LOCK.ACQUIRE",
-        key.as_bytes(),
-        b"10000",
-        b"TOKEN",
-        token.as_bytes(),
-        b"BLOCK",
-        timeout.as_bytes(),
-    ]);
-    raw
-}
-
-fn waiting(con: &mut redis::Connection, key: &str) -> i64 {
-    info(con, key.as_bytes()).map_or(0, |i| i.2)
-}
-
 #[test]
 fn info_lock_counts_every_kind_of_event() {
     let srv = Server::start();
@@ -73,7 +55,7 @@ fn info_lock_counts_every_kind_of_event() {
     assert_eq!(stat(&mut con, "renewed"), 1);
 
     // A waiter, then a hand-off on release.
-    let mut waiter = block(&srv, "a", "next", "0");
+    let mut waiter = blocked_client(&srv, "a", 10_000, "next", 0);
     wait_for("the waiter", || stat(&mut con, "waiting") == 1);
     assert_eq!(stat(&mut con, "contended"), 2);
     call(&mut con, &[b"LOCK.RELEASE", b"a", b"me"]);
@@ -83,7 +65,7 @@ fn info_lock_counts_every_kind_of_event() {
     assert_eq!(stat(&mut con, "waiting"), 0);
 
     // A timeout.
-    let mut late = block(&srv, "a", "late", "50");
+    let mut late = blocked_client(&srv, "a", 10_000, "late", 50);
     assert_eq!(late.read_reply(), b"$-1\r\n");
     assert_eq!(stat(&mut con, "timeouts"), 1);
 
@@ -110,21 +92,21 @@ fn max_waiters_is_a_config_and_a_load_time_argument() {
     };
     assert_eq!(get(&mut con), ["lock.max-waiters", "2"]);
     acquire(&mut con, "k", 60_000, "holder").unwrap();
-    let _first = block(&srv, "k", "w1", "0");
-    let _second = block(&srv, "k", "w2", "0");
-    wait_for("two waiters", || waiting(&mut con, "k") == 2);
+    let _first = blocked_client(&srv, "k", 10_000, "w1", 0);
+    let _second = blocked_client(&srv, "k", 10_000, "w2", 0);
+    wait_for("two waiters", || waiters(&mut con, "k") == 2);
     let err = call_err(&mut con, &[b"LOCK.ACQUIRE", b"k", b"1000", b"BLOCK", b"0"]);
     assert!(
         err.starts_with("ERR") && err.contains("lock.max-waiters"),
         "{err}"
     );
-    assert_eq!(waiting(&mut con, "k"), 2);
+    assert_eq!(waiters(&mut con, "k"), 2);
     // Without BLOCK the limit does not apply: a plain null.
     assert_eq!(acquire(&mut con, "k", 1000, "plain"), None);
     // Raised live; 0 means no limit; out of range is refused.
     call(&mut con, &[b"CONFIG", b"SET", b"lock.max-waiters", b"0"]);
-    let _third = block(&srv, "k", "w3", "0");
-    wait_for("three waiters", || waiting(&mut con, "k") == 3);
+    let _third = blocked_client(&srv, "k", 10_000, "w3", 0);
+    wait_for("three waiters", || waiters(&mut con, "k") == 3);
     let err = call_err(&mut con, &[b"CONFIG", b"SET", b"lock.max-waiters", b"-1"]);
     assert!(err.starts_with("ERR"), "{err}");
     assert_eq!(get(&mut con), ["lock.max-waiters", "0"]);
@@ -149,8 +131,8 @@ fn lock_events_are_keyspace_notifications_in_order() {
     acquire(&mut con, "k", 60_000, "a").unwrap();
     acquire(&mut con, "k", 60_000, "a").unwrap();
     call(&mut con, &[b"LOCK.RENEW", b"k", b"a", b"300"]);
-    let mut waiter = block(&srv, "k", "b", "0");
-    wait_for("the waiter", || waiting(&mut con, "k") == 1);
+    let mut waiter = blocked_client(&srv, "k", 10_000, "b", 0);
+    wait_for("the waiter", || waiters(&mut con, "k") == 1);
     // The lock expires while b waits: expired, then handed off.
     assert!(grant(&waiter.value()).is_some());
     call(&mut con, &[b"LOCK.RELEASE", b"k", b"b"]);

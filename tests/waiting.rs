@@ -7,31 +7,12 @@ use std::time::{Duration, Instant};
 
 use common::*;
 
-/// Send a blocking ACQUIRE on a new connection, without waiting for its reply.
-fn block(srv: &Server, key: &str, ttl: u64, token: &str, timeout: u64) -> Raw {
-    let mut raw = srv.raw();
-    raw.send(&[
-        b"LOCK.ACQUIRE",
-        key.as_bytes(),
-        ttl.to_string().as_bytes(),
-        b"TOKEN",
-        token.as_bytes(),
-        b"BLOCK",
-        timeout.to_string().as_bytes(),
-    ]);
-    raw
-}
-
-/// Like `block`, then wait until the server has queued it (so arrival order is known).
+/// Like `blocked_client`, then wait until the server has queued it (so arrival order is known).
 fn queue(srv: &Server, con: &mut redis::Connection, key: &str, token: &str) -> Raw {
     let before = waiters(con, key);
-    let raw = block(srv, key, 10_000, token, 0);
+    let raw = blocked_client(srv, key, 10_000, token, 0);
     wait_for("the waiter to queue", || waiters(con, key) == before + 1);
     raw
-}
-
-fn waiters(con: &mut redis::Connection, key: &str) -> i64 {
-    info(con, key.as_bytes()).map_or(0, |(_, _, waiters)| waiters)
 }
 
 fn blocked_clients(con: &mut redis::Connection) -> i64 {
@@ -147,7 +128,7 @@ fn a_timeout_replies_null_and_leaves_the_queue() {
     let mut con = srv.conn();
     acquire(&mut con, "k", 10_000, "holder").unwrap();
     let start = Instant::now();
-    let mut first = block(&srv, "k", 1000, "short", 200);
+    let mut first = blocked_client(&srv, "k", 1000, "short", 200);
     let mut second = queue(&srv, &mut con, "k", "long");
     assert_eq!(first.read_reply(), b"$-1\r\n");
     assert!(start.elapsed() >= Duration::from_millis(200));
@@ -171,7 +152,7 @@ fn expiry_hands_the_lock_over_at_the_deadline_without_waiting_for_redis_expiry()
     call(&mut con, &[b"DEBUG", b"SET-ACTIVE-EXPIRE", b"0"]);
     acquire(&mut con, "k", 300, "holder").unwrap();
     let start = Instant::now();
-    let mut waiter = block(&srv, "k", 5000, "next", 0);
+    let mut waiter = blocked_client(&srv, "k", 5000, "next", 0);
     let (token, _) = granted(&mut waiter).unwrap();
     let waited = start.elapsed();
     assert_eq!(token, b"next");
@@ -288,17 +269,8 @@ fn a_granted_waiter_that_disconnected_before_its_reply_does_not_keep_the_lock() 
     let mut con = srv.conn();
     acquire(&mut con, "k", 60_000, "holder").unwrap();
     let mut doomed = srv.raw();
-    let id = String::from_utf8(doomed.cmd(&[b"CLIENT", b"ID"])).unwrap();
-    let id = id.trim_start_matches(':').trim_end().to_string();
-    doomed.send(&[
-        b"LOCK.ACQUIRE",
-        b"k",
-        b"60000",
-        b"TOKEN",
-        b"doomed",
-        b"BLOCK",
-        b"0",
-    ]);
+    let id = doomed.client_id();
+    doomed.send_acquire_blocking("k", 60_000, "doomed", 0);
     wait_for("the waiter to queue", || waiters(&mut con, "k") == 1);
     let mut next = queue(&srv, &mut con, "k", "next");
     // The release grants the lock to `doomed`, whose connection is killed before the reply
@@ -326,8 +298,7 @@ fn client_unblock_answers_null_or_an_error_and_leaves_the_queue() {
     acquire(&mut con, "k", 60_000, "holder").unwrap();
     for (how, expect) in [(&b"TIMEOUT"[..], "$-1"), (b"ERROR", "-UNBLOCKED")] {
         let mut waiter = srv.raw();
-        let id = String::from_utf8(waiter.cmd(&[b"CLIENT", b"ID"])).unwrap();
-        let id = id.trim_start_matches(':').trim_end().to_string();
+        let id = waiter.client_id();
         waiter.send(&[b"LOCK.ACQUIRE", b"k", b"1000", b"BLOCK", b"0"]);
         wait_for("the waiter to queue", || waiters(&mut con, "k") == 1);
         assert_eq!(
@@ -380,7 +351,7 @@ fn hundreds_of_waiters_on_many_keys_are_all_served() {
         let waiting = (0..per_key)
             .map(|i| {
                 let token = format!("{key}-{i}");
-                (token.clone(), block(&srv, &key, 60_000, &token, 0))
+                (token.clone(), blocked_client(&srv, &key, 60_000, &token, 0))
             })
             .collect();
         queued.push(waiting);
@@ -499,7 +470,7 @@ fn a_grant_racing_the_timeout_always_gets_a_reply() {
     for i in 0..20 {
         let key = format!("race{i}");
         acquire(&mut con, &key, 200, "holder").unwrap();
-        let mut waiter = block(&srv, &key, 5000, "w", 199 + (i % 3));
+        let mut waiter = blocked_client(&srv, &key, 5000, "w", 199 + (i % 3));
         let reply = waiter
             .reply_within(Duration::from_secs(3))
             .unwrap_or_else(|| panic!("{key}: no reply at all"));
@@ -518,17 +489,8 @@ fn a_retry_by_the_owner_keeps_a_grant_whose_reply_was_lost() {
     let mut con = srv.conn();
     acquire(&mut con, "k", 60_000, "holder").unwrap();
     let mut lost = srv.raw();
-    let id = String::from_utf8(lost.cmd(&[b"CLIENT", b"ID"])).unwrap();
-    let id = id.trim_start_matches(':').trim_end().to_string();
-    lost.send(&[
-        b"LOCK.ACQUIRE",
-        b"k",
-        b"60000",
-        b"TOKEN",
-        b"owner",
-        b"BLOCK",
-        b"0",
-    ]);
+    let id = lost.client_id();
+    lost.send_acquire_blocking("k", 60_000, "owner", 0);
     wait_for("the waiter to queue", || waiters(&mut con, "k") == 1);
     let mut next = queue(&srv, &mut con, "k", "next");
     let mut raw = srv.raw();

@@ -328,6 +328,25 @@ impl Raw {
         self.write_all(&resp(args));
     }
 
+    /// `LOCK.ACQUIRE key ttl TOKEN token BLOCK timeout`, without reading the reply.
+    pub fn send_acquire_blocking(&mut self, key: &str, ttl: u64, token: &str, timeout: u64) {
+        self.send(&[
+            b"LOCK.ACQUIRE",
+            key.as_bytes(),
+            ttl.to_string().as_bytes(),
+            b"TOKEN",
+            token.as_bytes(),
+            b"BLOCK",
+            timeout.to_string().as_bytes(),
+        ]);
+    }
+
+    /// This connection's `CLIENT ID`.
+    pub fn client_id(&mut self) -> String {
+        let reply = String::from_utf8(self.cmd(&[b"CLIENT", b"ID"])).unwrap();
+        reply.trim_start_matches(':').trim_end().to_string()
+    }
+
     /// Bytes as they are, e.g. several commands in one packet.
     pub fn write_all(&mut self, bytes: &[u8]) {
         self.stream.write_all(bytes).unwrap();
@@ -454,6 +473,18 @@ fn reply_len(buf: &[u8]) -> Option<usize> {
         }
         _ => panic!("bad RESP: {:?}", String::from_utf8_lossy(buf)),
     }
+}
+
+/// A new connection to `srv` that has sent a blocking ACQUIRE (its reply not read yet).
+pub fn blocked_client(srv: &Server, key: &str, ttl: u64, token: &str, timeout: u64) -> Raw {
+    let mut raw = srv.raw();
+    raw.send_acquire_blocking(key, ttl, token, timeout);
+    raw
+}
+
+/// How many clients wait for the lock (LOCK.INFO's `waiters`; 0 when it is free).
+pub fn waiters(con: &mut redis::Connection, key: &str) -> i64 {
+    info(con, key.as_bytes()).map_or(0, |(_, _, waiters)| waiters)
 }
 
 /// One `name:value` field of `INFO section`.
