@@ -15,7 +15,7 @@ use std::ffi::c_void;
 use std::os::raw::c_int;
 use std::ptr;
 use std::sync::atomic::{AtomicPtr, Ordering};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use redis_module::{
     raw, Context, ContextFlags, RedisError, RedisModuleTimerID, RedisString, RedisValue,
@@ -174,9 +174,16 @@ pub fn block(
 ) -> LockResult<RedisValue> {
     let block_client = api!(RedisModule_BlockClient)?;
     let set_disconnect = api!(RedisModule_SetDisconnectCallback)?;
+    // Timed on the monotonic clock, so a wall-clock step or the server clock's whole
+    // milliseconds can never end a wait before its timeout.
     let timeout_at = match timeout_ms {
         0 => None,
-        ms => Some(lock::deadline(clock::now_ms()?, ms)?),
+        ms => Some(
+            u64::try_from(ms)
+                .ok()
+                .and_then(|ms| Instant::now().checked_add(Duration::from_millis(ms)))
+                .ok_or(LockError::TtlOverflow(ms))?,
+        ),
     };
     // The server is given no timeout: BLOCK timeouts run on the module's own timers, so a
     // timeout can never race a grant inside the server (on Redis 7.0 that race left the
@@ -364,17 +371,24 @@ fn on_deadline(ctx: &Context, id: LockId) {
     })
 }
 
-/// A waiter's BLOCK timeout: which waiter (handle and serial), and when, in Unix ms.
+/// A waiter's BLOCK timeout: which waiter (handle and serial), and when.
 struct BlockTimeout {
     handle: usize,
     serial: u64,
-    at: i64,
+    at: Instant,
 }
 
 fn arm_timeout(timeout: BlockTimeout) {
     let Some(ctx) = timer_ctx() else { return };
     let serial = timeout.serial;
-    let timer = ctx.create_timer(until(timeout.at), on_block_timeout, timeout);
+    // Rounded up to whole milliseconds (the timers' unit), capped like every timer.
+    let left = timeout.at.saturating_duration_since(Instant::now());
+    let ms = left
+        .as_micros()
+        .div_ceil(1000)
+        .min(MAX_TIMER_MS.unsigned_abs().into());
+    let period = Duration::from_millis(u64::try_from(ms).unwrap_or(u64::MAX));
+    let timer = ctx.create_timer(period, on_block_timeout, timeout);
     let _ = with_state(|s| s.timeouts.insert(serial, timer));
 }
 
@@ -397,7 +411,7 @@ fn on_block_timeout(_ctx: &Context, timeout: BlockTimeout) {
         if !with_state(|s| s.queues.is_waiting(handle, timeout.serial)).unwrap_or(false) {
             return; // granted, disconnected or unblocked since
         }
-        if clock::now_ms().is_ok_and(|now| now < timeout.at) {
+        if Instant::now() < timeout.at {
             arm_timeout(timeout); // a long timeout, in steps
             return;
         }

@@ -157,7 +157,8 @@ fn expiry_hands_the_lock_over_at_the_deadline_without_waiting_for_redis_expiry()
     let waited = start.elapsed();
     assert_eq!(token, b"next");
     assert!(waited >= Duration::from_millis(280), "{waited:?}");
-    assert!(waited < Duration::from_millis(450), "{waited:?}");
+    // Well before its 5 s BLOCK timeout; the margin is for a loaded machine.
+    assert!(waited < Duration::from_millis(2000), "{waited:?}");
     // The old holder can no longer renew; the new one can.
     let renew = |con: &mut redis::Connection, token: &[u8]| {
         int(call(con, &[b"LOCK.RENEW", b"k", token, b"5000"]))
