@@ -269,15 +269,19 @@ fn comparisons(valkey: bool) -> Vec<(&'static str, Vec<Contender>)> {
     ]
 }
 
-fn bench_throughput(srv: &Server) {
+/// The comparisons named in `operations`, at each (pipeline, requests per client).
+fn bench_throughput(srv: &Server, title: &str, runs: &[(usize, usize)], operations: &[&str]) {
     let shas = load_scripts(&mut srv.conn());
     println!(
-        "\n### Throughput (ops/s, median of {ROUNDS} alternating rounds, {CLIENTS} clients)\n"
+        "\n### Throughput{title} (ops/s, median of {ROUNDS} alternating rounds, {CLIENTS} clients)\n"
     );
     println!("| operation | pipeline | contender | ops/s | module / contender |");
     println!("|---|---|---|---|---|");
     for (what, contenders) in comparisons(is_valkey()) {
-        for (pipeline, per_client) in [(1, scaled(4000)), (PIPELINE, scaled(40_000))] {
+        if !operations.contains(&what) {
+            continue;
+        }
+        for &(pipeline, per_client) in runs {
             let mut samples: Vec<Vec<f64>> = vec![Vec::new(); contenders.len()];
             for round in 0..ROUNDS {
                 let mut order: Vec<usize> = (0..contenders.len()).collect();
@@ -299,6 +303,25 @@ fn bench_throughput(srv: &Server) {
             }
         }
     }
+}
+
+/// The same comparisons with a replica attached, as in production: every contender's writes
+/// now really travel (the module's effects, the core commands' rewritten forms, the scripts'
+/// effects), so the propagation each one pays is part of what is measured.
+fn bench_throughput_with_replica(srv: &Server) {
+    let replica = Server::start();
+    let mut rcon = replica.conn();
+    let port = srv.port.to_string();
+    call(&mut rcon, &[b"REPLICAOF", b"127.0.0.1", port.as_bytes()]);
+    wait_for("the replica to link", || {
+        info_field(&mut rcon, "replication", "master_link_status").as_deref() == Some("up")
+    });
+    bench_throughput(
+        srv,
+        " with one replica attached",
+        &[(PIPELINE, scaled(40_000))],
+        &["acquire", "release"],
+    );
 }
 
 /// One way of waiting for a held lock: each client loops take, hold briefly, release.
@@ -506,7 +529,13 @@ fn main() {
         if is_valkey() { "Valkey" } else { "Redis" },
         server_binary()
     );
-    bench_throughput(&srv);
+    bench_throughput(
+        &srv,
+        "",
+        &[(1, scaled(4000)), (PIPELINE, scaled(40_000))],
+        &["acquire", "release", "renew"],
+    );
+    bench_throughput_with_replica(&srv);
     bench_handoff(&srv);
     bench_memory(&srv);
 }
