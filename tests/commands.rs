@@ -509,14 +509,17 @@ fn every_token_shape_round_trips_exactly() {
         b"\x00\xff binary token that is longer than thirty-six bytes \r\n",
         b"123e4567-e89b-12d3-a456-42661417400",
     ];
+    // ACQUIRE with TOKEN: a new grant, or the existing one's (token, fence) on a retry.
+    let take = |con: &mut redis::Connection, key: &str, token: &[u8]| {
+        grant(&call(
+            con,
+            &[b"LOCK.ACQUIRE", key.as_bytes(), b"60000", b"TOKEN", token],
+        ))
+    };
     let mut fences = Vec::new();
     for (i, token) in tokens.iter().enumerate() {
         let key = format!("k{i}");
-        let v = call(
-            &mut con,
-            &[b"LOCK.ACQUIRE", key.as_bytes(), b"60000", b"TOKEN", token],
-        );
-        let (got, fence) = grant(&v).unwrap();
+        let (got, fence) = take(&mut con, &key, token).unwrap();
         assert_eq!(got, *token);
         fences.push(fence);
         let renew = [&b"LOCK.RENEW"[..], key.as_bytes(), token, b"60000"];
@@ -530,32 +533,15 @@ fn every_token_shape_round_trips_exactly() {
         };
         let copy = format!("copy{i}");
         call(&mut con, &[b"RESTORE", copy.as_bytes(), b"60000", &dump]);
-        let again = [
-            &b"LOCK.ACQUIRE"[..],
-            copy.as_bytes(),
-            b"60000",
-            b"TOKEN",
-            token,
-        ];
-        assert_eq!(
-            grant(&call(&mut con, &again)),
-            Some((token.to_vec(), fence))
-        );
+        assert_eq!(take(&mut con, &copy, token), Some((token.to_vec(), fence)));
     }
     srv.shutdown_save();
     srv.restart();
     let mut con = srv.conn();
     for (i, token) in tokens.iter().enumerate() {
         let key = format!("k{i}");
-        let again = [
-            &b"LOCK.ACQUIRE"[..],
-            key.as_bytes(),
-            b"60000",
-            b"TOKEN",
-            token,
-        ];
         assert_eq!(
-            grant(&call(&mut con, &again)),
+            take(&mut con, &key, token),
             Some((token.to_vec(), fences[i]))
         );
     }

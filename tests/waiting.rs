@@ -264,23 +264,30 @@ fn a_waiter_that_disconnects_leaves_the_queue() {
     assert_eq!(blocked_clients(&mut con), 0);
 }
 
+/// "holder" holds `k`; `victim` waits first and "next" behind it. Returns the victim's
+/// connection (to keep open until EXEC), "next", and a connection with a transaction open
+/// that releases the lock, so granting it to `victim`, and kills `victim` before the grant's
+/// reply can be delivered. The caller queues more, or sends EXEC.
+fn grant_then_kill(srv: &Server, con: &mut redis::Connection, victim: &str) -> (Raw, Raw, Raw) {
+    acquire(con, "k", 60_000, "holder").unwrap();
+    let mut doomed = srv.raw();
+    let id = doomed.client_id();
+    doomed.send_acquire_blocking("k", 60_000, victim, 0);
+    wait_for("the waiter to queue", || waiters(con, "k") == 1);
+    let next = queue(srv, con, "k", "next");
+    let mut tx = srv.raw();
+    assert_eq!(tx.cmd(&[b"MULTI"]), b"+OK\r\n");
+    tx.cmd(&[b"LOCK.RELEASE", b"k", b"holder"]);
+    tx.cmd(&[b"CLIENT", b"KILL", b"ID", id.as_bytes()]);
+    (doomed, next, tx)
+}
+
 #[test]
 fn a_granted_waiter_that_disconnected_before_its_reply_does_not_keep_the_lock() {
     let srv = Server::start();
     let mut con = srv.conn();
-    acquire(&mut con, "k", 60_000, "holder").unwrap();
-    let mut doomed = srv.raw();
-    let id = doomed.client_id();
-    doomed.send_acquire_blocking("k", 60_000, "doomed", 0);
-    wait_for("the waiter to queue", || waiters(&mut con, "k") == 1);
-    let mut next = queue(&srv, &mut con, "k", "next");
-    // The release grants the lock to `doomed`, whose connection is killed before the reply
-    // can be delivered (both inside one transaction).
-    let mut raw = srv.raw();
-    assert_eq!(raw.cmd(&[b"MULTI"]), b"+OK\r\n");
-    raw.cmd(&[b"LOCK.RELEASE", b"k", b"holder"]);
-    raw.cmd(&[b"CLIENT", b"KILL", b"ID", id.as_bytes()]);
-    let exec = raw.cmd(&[b"EXEC"]);
+    let (_doomed, mut next, mut tx) = grant_then_kill(&srv, &mut con, "doomed");
+    let exec = tx.cmd(&[b"EXEC"]);
     assert_eq!(exec, b"*2\r\n:1\r\n:1\r\n");
     // The grant was taken back and handed on.
     assert_eq!(granted(&mut next).unwrap().0, b"next");
@@ -488,18 +495,9 @@ fn a_grant_racing_the_timeout_always_gets_a_reply() {
 fn a_retry_by_the_owner_keeps_a_grant_whose_reply_was_lost() {
     let srv = Server::start();
     let mut con = srv.conn();
-    acquire(&mut con, "k", 60_000, "holder").unwrap();
-    let mut lost = srv.raw();
-    let id = lost.client_id();
-    lost.send_acquire_blocking("k", 60_000, "owner", 0);
-    wait_for("the waiter to queue", || waiters(&mut con, "k") == 1);
-    let mut next = queue(&srv, &mut con, "k", "next");
-    let mut raw = srv.raw();
-    assert_eq!(raw.cmd(&[b"MULTI"]), b"+OK\r\n");
-    raw.cmd(&[b"LOCK.RELEASE", b"k", b"holder"]);
-    raw.cmd(&[b"CLIENT", b"KILL", b"ID", id.as_bytes()]);
-    raw.cmd(&[b"LOCK.ACQUIRE", b"k", b"60000", b"TOKEN", b"owner"]);
-    let exec = String::from_utf8(raw.cmd(&[b"EXEC"])).unwrap();
+    let (_doomed, mut next, mut tx) = grant_then_kill(&srv, &mut con, "owner");
+    tx.cmd(&[b"LOCK.ACQUIRE", b"k", b"60000", b"TOKEN", b"owner"]);
+    let exec = String::from_utf8(tx.cmd(&[b"EXEC"])).unwrap();
     assert!(
         exec.starts_with("*3\r\n:1\r\n:1\r\n*2\r\n$5\r\nowner\r\n"),
         "{exec:?}"
