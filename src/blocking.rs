@@ -98,7 +98,7 @@ thread_local! {
 static TIMER_CTX: AtomicPtr<raw::RedisModuleCtx> = AtomicPtr::new(ptr::null_mut());
 
 /// Timers never wait longer than this; one that fires early just re-arms.
-const MAX_TIMER_MS: i64 = 24 * 60 * 60 * 1000;
+const MAX_TIMER: Duration = Duration::from_secs(24 * 60 * 60);
 /// While clients are paused, deferred hand-offs are retried this often.
 const PAUSED_RETRY_MS: i64 = 10;
 
@@ -182,7 +182,7 @@ pub fn block(
             u64::try_from(ms)
                 .ok()
                 .and_then(|ms| Instant::now().checked_add(Duration::from_millis(ms)))
-                .ok_or(LockError::TtlOverflow(ms))?,
+                .ok_or(LockError::TimeoutOverflow(ms))?,
         ),
     };
     // The server is given no timeout: BLOCK timeouts run on the module's own timers, so a
@@ -209,19 +209,20 @@ pub fn block(
         s.queues.push(id.clone(), waiter);
         serial
     });
-    if let Some(at) = timeout_at {
-        if let Ok(serial) = pushed {
-            arm_timeout(BlockTimeout {
-                handle: handle as usize,
-                serial,
-                at,
-            });
+    let serial = match pushed {
+        Ok(serial) => serial,
+        Err(e) => {
+            // Not queued, so nothing else would ever unblock it.
+            unblock_with_error(Blocked(handle), 0, &e);
+            return Ok(RedisValue::NoReply);
         }
-    }
-    if let Err(e) = pushed {
-        // Not queued, so nothing else would ever unblock it.
-        unblock(Blocked(handle), 0, Some(Reply::Error(e.to_string())));
-        return Ok(RedisValue::NoReply);
+    };
+    if let Some(at) = timeout_at {
+        arm_timeout(BlockTimeout {
+            handle: handle as usize,
+            serial,
+            at,
+        });
     }
     arm(&id, holder_deadline);
     Ok(RedisValue::NoReply)
@@ -239,21 +240,13 @@ pub fn grant_to_head(
         let lock = match grant_for(&waiter) {
             Ok(lock) => lock,
             Err(e) => {
-                unblock(
-                    waiter.handle,
-                    waiter.serial,
-                    Some(Reply::Error(e.to_string())),
-                );
+                unblock_with_error(waiter.handle, waiter.serial, &e);
                 continue;
             }
         };
         let (token, fence, deadline) = (waiter.token.clone(), lock.fence(), lock.deadline_ms);
         if let Err(e) = lock_key.store(lock) {
-            unblock(
-                waiter.handle,
-                waiter.serial,
-                Some(Reply::Error(e.to_string())),
-            );
+            unblock_with_error(waiter.handle, waiter.serial, &e);
             return Err(e);
         }
         if let Some(stored) = lock_key.lock()? {
@@ -282,6 +275,18 @@ pub fn grant_to_head(
     }
     disarm(id);
     Ok(false)
+}
+
+/// A live lock under `key` is freed (released, or a grant taken back): it goes to the first
+/// waiter, or the key is deleted.
+pub fn free_lock(ctx: &Context, key: &RedisString, lock_key: &mut LockKey) -> LockResult<()> {
+    lock_key.found_live();
+    let handed_off = anyone_waiting() && grant_to_head(ctx, key, lock_key, &lock_id(ctx, key)?)?;
+    if !handed_off {
+        lock_key.delete()?;
+        replication::replicate_release(ctx, key);
+    }
+    Ok(())
 }
 
 /// A new lock for a waiter: its own deadline counted from now and a new fence.
@@ -334,11 +339,19 @@ fn timer_ctx() -> Option<Context> {
     (!ctx.is_null()).then(|| Context::new(ctx))
 }
 
-/// How long a timer for Unix time `at` (ms) waits: never negative, and at most
-/// MAX_TIMER_MS (a timer that fires early re-arms).
+/// How long a timer waits for something `left` away: whole milliseconds (the timers' unit)
+/// rounded up, so it never fires early, and at most MAX_TIMER (one that fires early re-arms).
+fn period(left: Duration) -> Duration {
+    let ms = u64::try_from(left.as_micros().div_ceil(1000)).unwrap_or(u64::MAX);
+    Duration::from_millis(ms).min(MAX_TIMER)
+}
+
+/// The period of a timer for Unix time `at` (ms); zero if that has passed.
 fn until(at: i64) -> Duration {
     let now = clock::now_ms().unwrap_or(at);
-    Duration::from_millis(at.saturating_sub(now).clamp(0, MAX_TIMER_MS).unsigned_abs())
+    period(Duration::from_millis(
+        u64::try_from(at.saturating_sub(now)).unwrap_or(0),
+    ))
 }
 
 /// A timer at the holder's deadline, replacing an earlier one at another time.
@@ -381,14 +394,8 @@ struct BlockTimeout {
 fn arm_timeout(timeout: BlockTimeout) {
     let Some(ctx) = timer_ctx() else { return };
     let serial = timeout.serial;
-    // Rounded up to whole milliseconds (the timers' unit), capped like every timer.
     let left = timeout.at.saturating_duration_since(Instant::now());
-    let ms = left
-        .as_micros()
-        .div_ceil(1000)
-        .min(MAX_TIMER_MS.unsigned_abs().into());
-    let period = Duration::from_millis(u64::try_from(ms).unwrap_or(u64::MAX));
-    let timer = ctx.create_timer(period, on_block_timeout, timeout);
+    let timer = ctx.create_timer(period(left), on_block_timeout, timeout);
     let _ = with_state(|s| s.timeouts.insert(serial, timer));
 }
 
@@ -573,12 +580,7 @@ fn take_back(ctx: &Context, revoke: Revoke) -> LockResult<()> {
     if !still_ours {
         return Ok(());
     }
-    lock_key.found_live();
-    if !grant_to_head(ctx, &key, &mut lock_key, &revoke.lock)? {
-        lock_key.delete()?;
-        replication::replicate_release(ctx, &key);
-    }
-    Ok(())
+    free_lock(ctx, &key, &mut lock_key)
 }
 
 /// In a cluster, whether this node still serves the lock's key. A module's RM_Call goes
@@ -607,13 +609,13 @@ const ENETDOWN: i32 = 100;
 
 fn fail_all(id: &LockId, error: &LockError) {
     for waiter in with_state(|s| s.queues.take_all(id)).unwrap_or_default() {
-        unblock(
-            waiter.handle,
-            waiter.serial,
-            Some(Reply::Error(error.to_string())),
-        );
+        unblock_with_error(waiter.handle, waiter.serial, error);
     }
     disarm(id);
+}
+
+fn unblock_with_error(handle: Blocked, serial: u64, error: &LockError) {
+    unblock(handle, serial, Some(Reply::Error(error.to_string())));
 }
 
 /// Hand a blocked client back to the server with its reply (None: the reply was already sent),

@@ -122,15 +122,9 @@ pub fn release(ctx: &Context, args: Vec<RedisString>) -> RedisResult {
         if held_by(lock_key.lock()?, &token, now).is_none() {
             return Ok(RedisValue::Integer(0));
         }
-        lock_key.found_live();
         count(&STATS.released);
         notify::event(ctx, notify::RELEASED, key);
-        let handed_off = blocking::anyone_waiting()
-            && blocking::grant_to_head(ctx, key, &mut lock_key, &blocking::lock_id(ctx, key)?)?;
-        if !handed_off {
-            lock_key.delete()?;
-            replication::replicate_release(ctx, key);
-        }
+        blocking::free_lock(ctx, key, &mut lock_key)?;
         Ok(RedisValue::Integer(1))
     })
 }

@@ -191,7 +191,11 @@ fn uuid_form(text: &[u8]) -> Option<[u8; 16]> {
     if text.len() != INLINE_TEXT_MAX || UUID_DASHES.iter().any(|&at| text[at] != b'-') {
         return None;
     }
-    let digits: Vec<u8> = text.iter().copied().filter(|&b| b != b'-').collect();
+    // Any dash elsewhere leaves a 0 byte among the digits, which is not hex.
+    let mut digits = [0u8; 32];
+    for (digit, &b) in digits.iter_mut().zip(text.iter().filter(|&&b| b != b'-')) {
+        *digit = b;
+    }
     hex_form(&digits)
 }
 
@@ -285,6 +289,7 @@ mod tests {
             b"123e4567-e89b-12d3-a456-426614174000",
             b"123e4567-e89b-12d3-a456-42661417400g",
             b"123e4567ae89b-12d3-a456-426614174000",
+            b"123e4567-e89b-12d3-a456-42661417-000", // a fifth dash: not the UUID form
             b"\x00\xff\x00",
             &long,
         ];
@@ -314,6 +319,10 @@ mod tests {
         }
         let l = Lock::new(&Token::parse(&[b'x'; 40]).unwrap(), 5, 9).unwrap();
         assert_eq!(l.heap_bytes(), 40);
+        // UUID-shaped but with a fifth dash: kept as given, on the heap.
+        let fifth_dash = b"123e4567-e89b-12d3-a456-42661417-000";
+        let l = Lock::new(&Token::parse(fifth_dash).unwrap(), 5, 9).unwrap();
+        assert_eq!(l.heap_bytes(), 36);
         let generated = Token::generate().unwrap();
         assert_eq!(Lock::new(&generated, 5, 9).unwrap().heap_bytes(), 0);
     }
