@@ -25,7 +25,6 @@ use crate::api;
 use crate::clock;
 use crate::error::{LockError, LockResult};
 use crate::events;
-use crate::fence::FENCE;
 use crate::guard;
 use crate::key::{LockKey, Mode};
 use crate::lock::{self, Lock};
@@ -292,7 +291,7 @@ pub fn free_lock(ctx: &Context, key: &RedisString, lock_key: &mut LockKey) -> Lo
 /// A new lock for a waiter: its own deadline counted from now and a new fence.
 fn grant_for(waiter: &Waiter<Blocked>) -> LockResult<Lock> {
     let deadline_ms = lock::deadline(clock::now_ms()?, waiter.ttl_ms)?;
-    Lock::new(&waiter.token, deadline_ms, FENCE.grant(clock::now_us())?)
+    Lock::new(&waiter.token, deadline_ms, clock::grant_fence()?)
 }
 
 /// The holder's deadline is now `deadline` (grant, renewal, retry): the timer follows it.

@@ -2,14 +2,17 @@
 //! `RedisModule_SetCommandInfo` (Redis 7.0+). The key specs are what ACL key patterns and
 //! cluster routing go by: read-only for LOCK.INFO, read-write for the others.
 
-use std::ffi::CStr;
+use std::ffi::{CStr, CString};
 use std::os::raw::c_int;
 use std::ptr;
 
-use redis_module::{raw, Context, Status};
+use redis_module::{raw, Context};
 
 struct CommandDoc {
     name: &'static CStr,
+    /// ACL categories (Redis 7.2+, Valkey); the public commands also get the module's own.
+    acl: &'static CStr,
+    public: bool,
     summary: &'static CStr,
     arity: c_int,
     key_flags: u32,
@@ -56,6 +59,8 @@ const RW_UPDATE: u32 = raw::REDISMODULE_CMD_KEY_RW | raw::REDISMODULE_CMD_KEY_UP
 const DOCS: &[CommandDoc] = &[
     CommandDoc {
         name: c"lock.acquire",
+        acl: c"write blocking",
+        public: true,
         summary: c"Takes the lock for ttl milliseconds; replies [token, fence], or null if another owner holds it. With BLOCK, waits in FIFO order for up to timeout ms (0: no limit).",
         arity: -3,
         key_flags: RW_UPDATE,
@@ -68,6 +73,8 @@ const DOCS: &[CommandDoc] = &[
     },
     CommandDoc {
         name: c"lock.renew",
+        acl: c"write fast",
+        public: true,
         summary: c"Moves the deadline of a lock held by token to now + ttl; replies 1, or 0 if not held by token.",
         arity: 4,
         key_flags: RW_UPDATE,
@@ -75,6 +82,8 @@ const DOCS: &[CommandDoc] = &[
     },
     CommandDoc {
         name: c"lock.release",
+        acl: c"write fast",
+        public: true,
         summary: c"Frees a lock held by token; replies 1, or 0 if not held by token.",
         arity: 3,
         key_flags: raw::REDISMODULE_CMD_KEY_RW | raw::REDISMODULE_CMD_KEY_DELETE,
@@ -82,6 +91,8 @@ const DOCS: &[CommandDoc] = &[
     },
     CommandDoc {
         name: c"lock.info",
+        acl: c"read fast",
+        public: true,
         summary: c"Replies the fence, remaining ttl and waiters of a held lock, or null if it is free.",
         arity: 2,
         key_flags: raw::REDISMODULE_CMD_KEY_RO | raw::REDISMODULE_CMD_KEY_ACCESS,
@@ -89,6 +100,8 @@ const DOCS: &[CommandDoc] = &[
     },
     CommandDoc {
         name: c"lock.apply",
+        acl: c"write",
+        public: false,
         summary: c"Internal: stores a lock as the primary made it (replication and AOF only).",
         arity: 5,
         key_flags: raw::REDISMODULE_CMD_KEY_OW | raw::REDISMODULE_CMD_KEY_UPDATE,
@@ -101,6 +114,8 @@ const DOCS: &[CommandDoc] = &[
     },
     CommandDoc {
         name: c"lock.clock",
+        acl: c"write",
+        public: false,
         summary: c"Internal: raises the fence clock to fence (replication and AOF only).",
         arity: 2,
         key_flags: NO_KEY,
@@ -111,17 +126,22 @@ const DOCS: &[CommandDoc] = &[
 /// `key_flags` of a command without keys.
 const NO_KEY: u32 = 0;
 
-/// Attach docs and key specs to every command. On a server without the API (before 7.0) the
-/// commands still work with their legacy key positions; the server copies what it is given.
-pub fn register(ctx: &Context) -> Status {
+/// The module's own ACL category: `+@lock` grants the four public commands.
+const MODULE_CATEGORY: &str = "lock";
+
+/// Attach docs, key specs and ACL categories to every command. On a server without the API
+/// (before 7.0) the commands still work with their legacy key positions; the server copies what
+/// it is given. False (after logging why) if the module must not load.
+pub fn register(ctx: &Context) -> bool {
     let (Some(get_command), Some(set_info)) =
         (unsafe { (raw::RedisModule_GetCommand, raw::RedisModule_SetCommandInfo) })
     else {
         ctx.log_warning(
             "this server has no RedisModule_SetCommandInfo: no COMMAND DOCS or key specs",
         );
-        return Status::Ok;
+        return true;
     };
+    let module_category = add_module_category(ctx);
     let version = raw::RedisModuleCommandInfoVersion {
         version: 1,
         sizeof_historyentry: std::mem::size_of::<raw::RedisModuleCommandHistoryEntry>(),
@@ -136,7 +156,7 @@ pub fn register(ctx: &Context) -> Status {
                 "command {doc_name:?} not found",
                 doc_name = doc.name
             ));
-            return Status::Err;
+            return false;
         }
         let mut key_specs = [key_spec(doc.key_flags), unsafe { std::mem::zeroed() }];
         let key_specs = if doc.key_flags == NO_KEY {
@@ -159,10 +179,49 @@ pub fn register(ctx: &Context) -> Status {
         };
         if unsafe { set_info(command, &info) } != raw::REDISMODULE_OK as c_int {
             ctx.log_warning(&format!("could not set the command info of {:?}", doc.name));
-            return Status::Err;
+            return false;
+        }
+        if !set_categories(command, doc, module_category) {
+            ctx.log_warning(&format!(
+                "could not set the ACL categories of {:?}",
+                doc.name
+            ));
+            return false;
         }
     }
-    Status::Ok
+    true
+}
+
+/// Declare `@lock` where the server can (Redis 7.4+, Valkey): false where it cannot.
+fn add_module_category(ctx: &Context) -> bool {
+    let Some(add) = (unsafe { raw::RedisModule_AddACLCategory }) else {
+        return false;
+    };
+    let name = CString::new(MODULE_CATEGORY).unwrap_or_default();
+    // SAFETY: called during module load with the load context.
+    unsafe { add(ctx.ctx, name.as_ptr()) == raw::REDISMODULE_OK as c_int }
+}
+
+/// The command's ACL categories, where the server has them (Redis 7.2+, Valkey). Redis 7.0
+/// has no such API: there, module commands belong to no category (the README says so).
+fn set_categories(
+    command: *mut raw::RedisModuleCommand,
+    doc: &CommandDoc,
+    module_category: bool,
+) -> bool {
+    let Some(set) = (unsafe { raw::RedisModule_SetCommandACLCategories }) else {
+        return true;
+    };
+    let mut categories = doc.acl.to_string_lossy().into_owned();
+    if module_category && doc.public {
+        categories.push(' ');
+        categories.push_str(MODULE_CATEGORY);
+    }
+    let Ok(categories) = CString::new(categories) else {
+        return false;
+    };
+    // SAFETY: command is a live command of this module; the string outlives the call.
+    unsafe { set(command, categories.as_ptr()) == raw::REDISMODULE_OK as c_int }
 }
 
 /// One key at argv[1].

@@ -10,7 +10,6 @@ use crate::blocking;
 use crate::clock;
 use crate::config;
 use crate::error::{LockError, LockResult};
-use crate::fence::FENCE;
 use crate::guard;
 use crate::key::{LockKey, Mode};
 use crate::lock::{self, decide_acquire, held_by, Acquire, Lock, INLINE_TEXT_MAX};
@@ -47,7 +46,7 @@ pub fn acquire(ctx: &Context, args: Vec<RedisString>) -> RedisResult {
         match decide_acquire(current.as_deref(), request.token.as_ref(), now) {
             Acquire::Grant => {
                 let token = request.token.map_or_else(Token::generate, Ok)?;
-                lock_key.store(Lock::new(&token, deadline, FENCE.grant(clock::now_us())?)?)?;
+                lock_key.store(Lock::new(&token, deadline, clock::grant_fence()?)?)?;
                 count(&STATS.acquired);
                 notify::event(ctx, notify::ACQUIRED, key);
                 stored(ctx, key, &mut lock_key)

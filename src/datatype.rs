@@ -5,20 +5,22 @@
 //! a second lock with the same owner and fence. The server answers
 //! "ERR not supported for this module key".
 
-use std::ffi::c_void;
+use std::ffi::{c_void, CString};
 use std::os::raw::{c_char, c_int, c_longlong};
+use std::sync::atomic::Ordering;
 
 use redis_module::native_types::RedisType;
 use redis_module::raw;
 
 use crate::blocking;
 use crate::clock;
-use crate::fence::{FENCE, MAX_FENCE};
+use crate::config;
+use crate::fence::{Observed, FENCE};
 use crate::guard;
 use crate::key;
 use crate::lock::{Lock, INLINE_TEXT_MAX};
 use crate::replication::APPLY_COMMAND;
-use crate::stats::{count, uncount, STATS};
+use crate::stats::{self, count, uncount, STATS};
 use crate::token::Token;
 
 /// `TYPE key` answers this; it is exactly 9 characters, as the server requires.
@@ -77,28 +79,69 @@ unsafe extern "C" fn rdb_load(rdb: *mut raw::RedisModuleIO, encver: c_int) -> *m
         if encver != ENCODING_VERSION {
             return std::ptr::null_mut();
         }
-        match load_lock(rdb) {
-            None => {
-                if let Some(log) = unsafe { raw::RedisModule_LogIOError } {
-                    // SAFETY: a static message without format directives.
-                    unsafe {
-                        log(
-                            rdb,
-                            c"warning".as_ptr(),
-                            c"lock: a lock value could not be loaded: truncated or corrupt data, an empty or over-long token, or a fence above 2^62-1".as_ptr(),
-                        )
-                    };
-                }
-                std::ptr::null_mut()
+        let Some(lock) = load_lock(rdb) else {
+            log_io(
+                rdb,
+                "a lock value could not be loaded: truncated or corrupt data, an empty or \
+                 over-long token, or a fence above 2^62-1",
+            );
+            return std::ptr::null_mut();
+        };
+        let fence = lock.fence();
+        if !clock::fence_within_reach(fence) {
+            if restoring_on_primary(rdb) {
+                // A crafted or foreign payload must not poison the fence clock (and through
+                // RESTORE's replication, the replicas'): the server answers "Bad data format".
+                log_io(
+                    rdb,
+                    &format!(
+                        "RESTORE refused a lock whose fence {fence} is more than \
+                         lock.fence-max-ahead ({} ms) ahead of this server's clock",
+                        config::FENCE_MAX_AHEAD.load(Ordering::Relaxed)
+                    ),
+                );
+                return std::ptr::null_mut();
             }
-            Some(lock) => {
-                // A loaded or restored lock raises the clock: no later grant may undercut it.
-                FENCE.observe(lock.fence());
-                count(&STATS.locks);
-                Box::into_raw(Box::new(lock)).cast()
-            }
+            log_io(rdb, &clock::capped_message(fence));
         }
+        // A loaded or restored lock raises the clock: no later grant may undercut it.
+        clock::observe_fence(fence);
+        count(&STATS.locks);
+        Box::into_raw(Box::new(lock)).cast()
     })
+}
+
+/// Whether this value arrives by RESTORE (or a slot import) on a primary, which may refuse it,
+/// rather than from a file, a full sync or the replication stream, which must load whole.
+fn restoring_on_primary(rdb: *mut raw::RedisModuleIO) -> bool {
+    let (Some(context_of), Some(flags_of)) = (unsafe {
+        (
+            raw::RedisModule_GetContextFromIO,
+            raw::RedisModule_GetContextFlags,
+        )
+    }) else {
+        return false;
+    };
+    // SAFETY: rdb is the live IO handle of this load; its context lives as long.
+    let ctx = unsafe { context_of(rdb) };
+    if ctx.is_null() {
+        return false;
+    }
+    let flags = unsafe { flags_of(ctx) } as u32;
+    flags & raw::REDISMODULE_CTX_FLAGS_MASTER != 0
+        && flags & raw::REDISMODULE_CTX_FLAGS_LOADING == 0
+}
+
+/// A warning in the server log, from inside an RDB callback.
+fn log_io(rdb: *mut raw::RedisModuleIO, message: &str) {
+    let Some(log) = (unsafe { raw::RedisModule_LogIOError }) else {
+        return;
+    };
+    let Ok(text) = CString::new(format!("lock: {message}")) else {
+        return;
+    };
+    // SAFETY: "%s" with one C string; both live for the call.
+    unsafe { log(rdb, c"warning".as_ptr(), c"%s".as_ptr(), text.as_ptr()) };
 }
 
 fn load_lock(rdb: *mut raw::RedisModuleIO) -> Option<Lock> {
@@ -214,8 +257,10 @@ unsafe extern "C" fn unlink(ctx: *mut raw::RedisModuleKeyOptCtx, value: *const c
         let name = unsafe { std::slice::from_raw_parts(bytes.cast::<u8>(), len) };
         // SAFETY: the server passes the value being unlinked, one of ours.
         let expired = !key::replacing_live()
-            && unsafe { value.cast::<Lock>().as_ref() }
-                .is_some_and(|lock| clock::now_ms().is_ok_and(|now| !lock.is_live(now)));
+            && unsafe { value.cast::<Lock>().as_ref() }.is_some_and(|lock| {
+                clock::now_ms().is_ok_and(|now| !lock.is_live(now))
+                    && stats::expired_while_serving(lock.deadline_ms)
+            });
         blocking::key_removed(db, name, expired);
     })
 }
@@ -237,7 +282,9 @@ unsafe extern "C" fn aux_load(rdb: *mut raw::RedisModuleIO, encver: c_int, when:
         }
         match raw::load_unsigned(rdb) {
             Ok(last) => {
-                FENCE.observe(last.min(MAX_FENCE));
+                if clock::observe_fence(last) == Observed::Capped {
+                    log_io(rdb, &clock::capped_message(last));
+                }
                 raw::REDISMODULE_OK as c_int
             }
             Err(_) => raw::REDISMODULE_ERR as c_int,

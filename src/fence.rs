@@ -4,8 +4,16 @@
 //! even after a crash or failover lost the newest writes; `last + 1` keeps them strictly rising
 //! when the clock stands still or steps back. `observe` raises `last` to any fence loaded,
 //! replicated or restored, so no later grant can repeat or undercut it.
+//!
+//! Two things keep that true when `last` has run ahead of the wall clock (a primary whose clock
+//! was ahead, a restored fence, a burst of grants), where fences follow `last + 1` instead:
+//! - after a start or a promotion, when this server may have missed grants that another
+//!   server (or this one, before a crash) made, the next grant jumps a gap ahead of both `last`
+//!   and the clock, so it exceeds every fence made within that gap of time or count;
+//! - a fence too far ahead of the clock (`max_ahead`) never raises `last` past `now +
+//!   max_ahead`, so a crafted value cannot freeze the clock at `last + 1` or exhaust it.
 
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 
 use crate::error::{LockError, LockResult};
 
@@ -19,35 +27,77 @@ pub static FENCE: FenceClock = FenceClock::new();
 
 pub struct FenceClock {
     last: AtomicU64,
+    /// The next grant jumps ahead (set at start and on promotion to primary).
+    jump_pending: AtomicBool,
+}
+
+/// What `observe` did with a fence.
+#[derive(Debug, PartialEq, Eq)]
+pub enum Observed {
+    /// The clock is at or above the fence now.
+    Raised,
+    /// The fence is further ahead of the wall clock than allowed: the clock went only as far
+    /// as `now + max_ahead`.
+    Capped,
 }
 
 impl FenceClock {
     pub const fn new() -> Self {
         Self {
             last: AtomicU64::new(0),
+            jump_pending: AtomicBool::new(true),
         }
     }
 
-    /// The fence for a new grant at `now_us` (Unix time in microseconds).
-    pub fn grant(&self, now_us: u64) -> LockResult<u64> {
+    /// The fence for a new grant at `now_us` (Unix time in microseconds). If a jump is pending
+    /// it lands `jump_us` above `max(last + 1, now)`.
+    pub fn grant(&self, now_us: u64, jump_us: u64) -> LockResult<u64> {
+        let jump = if self.jump_pending.load(Ordering::SeqCst) {
+            jump_us
+        } else {
+            0
+        };
         let mut next = 0;
         self.last
             .fetch_update(Ordering::SeqCst, Ordering::SeqCst, |last| {
-                next = last.checked_add(1)?.max(now_us);
+                next = last.checked_add(1)?.max(now_us).checked_add(jump)?;
                 (next <= MAX_FENCE).then_some(next)
             })
             .map_err(|_| LockError::FenceExhausted)?;
+        self.jump_pending.store(false, Ordering::SeqCst);
         Ok(next)
     }
 
-    /// Raise the clock to a fence seen elsewhere (RDB, AOF, replication, RESTORE).
-    pub fn observe(&self, fence: u64) {
-        self.last.fetch_max(fence.min(MAX_FENCE), Ordering::SeqCst);
+    /// This server may have missed grants (it started, or became a primary): the next grant
+    /// jumps ahead.
+    pub fn jump_next_grant(&self) {
+        self.jump_pending.store(true, Ordering::SeqCst);
+    }
+
+    /// Raise the clock to a fence seen elsewhere (RDB, AOF, replication, RESTORE), but never
+    /// past `now_us + max_ahead_us`.
+    pub fn observe(&self, fence: u64, now_us: u64, max_ahead_us: u64) -> Observed {
+        let limit = ceiling(now_us, max_ahead_us);
+        self.last.fetch_max(fence.min(limit), Ordering::SeqCst);
+        if fence > limit {
+            Observed::Capped
+        } else {
+            Observed::Raised
+        }
     }
 
     pub fn last(&self) -> u64 {
         self.last.load(Ordering::SeqCst)
     }
+}
+
+/// Whether `fence` is within `max_ahead_us` of the clock: what RESTORE accepts.
+pub fn within_reach(fence: u64, now_us: u64, max_ahead_us: u64) -> bool {
+    fence <= ceiling(now_us, max_ahead_us)
+}
+
+fn ceiling(now_us: u64, max_ahead_us: u64) -> u64 {
+    now_us.saturating_add(max_ahead_us).min(MAX_FENCE)
 }
 
 impl Default for FenceClock {
@@ -60,40 +110,79 @@ impl Default for FenceClock {
 mod tests {
     use super::*;
 
+    const FAR: u64 = u64::MAX;
+
+    /// A clock whose start-up jump has been taken, as after the first grant.
+    fn running() -> FenceClock {
+        let c = FenceClock::new();
+        c.jump_pending.store(false, Ordering::SeqCst);
+        c
+    }
+
     #[test]
     fn follows_the_clock_when_it_moves_forward() {
-        let c = FenceClock::new();
-        assert_eq!(c.grant(1_000).unwrap(), 1_000);
-        assert_eq!(c.grant(5_000).unwrap(), 5_000);
+        let c = running();
+        assert_eq!(c.grant(1_000, 50).unwrap(), 1_000);
+        assert_eq!(c.grant(5_000, 50).unwrap(), 5_000);
         assert_eq!(c.last(), 5_000);
     }
 
     #[test]
     fn strictly_increases_when_the_clock_stands_still_or_steps_back() {
+        let c = running();
+        assert_eq!(c.grant(1_000, 50).unwrap(), 1_000);
+        assert_eq!(c.grant(1_000, 50).unwrap(), 1_001);
+        assert_eq!(c.grant(10, 50).unwrap(), 1_002);
+    }
+
+    #[test]
+    fn the_first_grant_after_a_start_or_a_promotion_jumps_ahead_once() {
         let c = FenceClock::new();
-        assert_eq!(c.grant(1_000).unwrap(), 1_000);
-        assert_eq!(c.grant(1_000).unwrap(), 1_001);
-        assert_eq!(c.grant(10).unwrap(), 1_002);
+        assert_eq!(c.grant(1_000, 50).unwrap(), 1_050, "start-up jump");
+        assert_eq!(c.grant(1_001, 50).unwrap(), 1_051, "no second jump");
+        // Promoted while the last fence ran ahead of the clock: above both.
+        c.observe(9_000, 2_000, FAR);
+        c.jump_next_grant();
+        assert_eq!(c.grant(2_000, 50).unwrap(), 9_051);
+        c.jump_next_grant();
+        assert_eq!(c.grant(20_000, 50).unwrap(), 20_050);
+        assert_eq!(c.grant(20_000, 50).unwrap(), 20_051);
     }
 
     #[test]
     fn observe_raises_but_never_lowers() {
-        let c = FenceClock::new();
-        c.observe(9_000);
-        assert_eq!(c.grant(1_000).unwrap(), 9_001);
-        c.observe(5);
+        let c = running();
+        assert_eq!(c.observe(9_000, 0, FAR), Observed::Raised);
+        assert_eq!(c.grant(1_000, 50).unwrap(), 9_001);
+        c.observe(5, 0, FAR);
         assert_eq!(c.last(), 9_001);
     }
 
     #[test]
+    fn a_fence_too_far_ahead_raises_the_clock_only_to_the_limit() {
+        let c = running();
+        assert_eq!(c.observe(MAX_FENCE, 1_000, 500), Observed::Capped);
+        assert_eq!(c.last(), 1_500);
+        assert_eq!(c.observe(1_500, 1_000, 500), Observed::Raised);
+        assert_eq!(c.grant(1_200, 50).unwrap(), 1_501);
+        assert!(within_reach(1_500, 1_000, 500));
+        assert!(!within_reach(1_501, 1_000, 500));
+        assert!(within_reach(MAX_FENCE, 1, FAR));
+    }
+
+    #[test]
     fn exhaustion_is_an_error_not_a_wrap() {
-        let c = FenceClock::new();
-        c.observe(MAX_FENCE);
-        assert_eq!(c.grant(1), Err(LockError::FenceExhausted));
+        let c = running();
+        c.observe(MAX_FENCE, 0, FAR);
+        assert_eq!(c.grant(1, 0), Err(LockError::FenceExhausted));
         assert_eq!(c.last(), MAX_FENCE);
-        let d = FenceClock::new();
-        d.observe(u64::MAX);
+        let d = running();
+        d.observe(u64::MAX, 0, FAR);
         assert_eq!(d.last(), MAX_FENCE);
-        assert_eq!(d.grant(1), Err(LockError::FenceExhausted));
+        assert_eq!(d.grant(1, 0), Err(LockError::FenceExhausted));
+        let e = FenceClock::new();
+        e.observe(MAX_FENCE - 10, 0, FAR);
+        assert_eq!(e.grant(1, 100), Err(LockError::FenceExhausted));
+        assert_eq!(e.last(), MAX_FENCE - 10, "a refused grant changes nothing");
     }
 }

@@ -1,5 +1,10 @@
 //! Distributed locks as native Redis/Valkey commands. This file only registers the module;
 //! see the README for what each command does and `lock.rs` for the decisions behind them.
+//!
+//! The module is registered by hand rather than with the crate's `redis_module!` macro, so that
+//! it loads the same way on every server: settings are checked before they are registered, ACL
+//! categories are declared only where the server has them, and nothing is logged about server
+//! features the module does not use.
 
 // The glue is only reachable through the module registration, which unit tests leave out.
 #![cfg_attr(test, allow(dead_code))]
@@ -17,6 +22,7 @@ mod fence;
 mod guard;
 mod info;
 mod key;
+mod keyspace;
 mod lock;
 mod notify;
 mod replication;
@@ -27,9 +33,32 @@ mod waiters;
 
 #[cfg(not(test))]
 use {
-    datatype::LOCK_TYPE,
-    redis_module::{configuration::ConfigurationFlags, raw, Context, RedisString, Status},
+    redis_module::{raw, Context, RedisResult, RedisString},
+    std::os::raw::{c_char, c_int},
 };
+
+/// `MODULE LIST` shows `ver` as major * 10000 + minor * 100 + patch of `Cargo.toml`'s version.
+pub const MODULE_VERSION: i32 = version_number(env!("CARGO_PKG_VERSION"));
+
+/// `"1.2.3"` as 10203 (a pre-release or build suffix after the patch number is ignored).
+const fn version_number(text: &str) -> i32 {
+    let bytes = text.as_bytes();
+    let (mut parts, mut part, mut at) = ([0i32; 3], 0, 0);
+    while at < bytes.len() && part < 3 {
+        match bytes[at] {
+            b'.' => part += 1,
+            b @ b'0'..=b'9' => parts[part] = parts[part] * 10 + (b - b'0') as i32,
+            _ => break,
+        }
+        at += 1;
+    }
+    parts[0] * 10_000 + parts[1] * 100 + parts[2]
+}
+
+/// Unit tests run without the server, so they must not install its allocator.
+#[cfg(not(test))]
+#[global_allocator]
+static ALLOCATOR: redis_module::alloc::RedisAlloc = redis_module::alloc::RedisAlloc;
 
 /// Valkey 9's `VALKEYMODULE_OPTIONS_HANDLE_ATOMIC_SLOT_MIGRATION`: without it Valkey refuses
 /// `CLUSTER MIGRATESLOTS`. Lock keys move like any key (their values travel through the
@@ -38,7 +67,116 @@ use {
 const HANDLE_ATOMIC_SLOT_MIGRATION: i32 = 1 << 5;
 
 #[cfg(not(test))]
-fn init(ctx: &Context, _args: &[RedisString]) -> Status {
+type Handler = fn(&Context, Vec<RedisString>) -> RedisResult;
+
+/// The server's entry point for one command: decode the arguments, run the handler, reply.
+#[cfg(not(test))]
+macro_rules! entry {
+    ($handler:path) => {{
+        extern "C" fn entry(
+            ctx: *mut raw::RedisModuleCtx,
+            argv: *mut *mut raw::RedisModuleString,
+            argc: c_int,
+        ) -> c_int {
+            let context = Context::new(ctx);
+            let args = redis_module::decode_args(ctx, argv, argc);
+            let handler: Handler = $handler;
+            context.reply(handler(&context, args)) as c_int
+        }
+        entry
+    }};
+}
+
+/// Name, entry point, flags, first key, last key, key step.
+#[cfg(not(test))]
+type CommandEntry = (
+    &'static std::ffi::CStr,
+    extern "C" fn(*mut raw::RedisModuleCtx, *mut *mut raw::RedisModuleString, c_int) -> c_int,
+    &'static std::ffi::CStr,
+    c_int,
+    c_int,
+    c_int,
+);
+
+#[cfg(not(test))]
+fn create_commands(ctx: &Context) -> bool {
+    let commands: [CommandEntry; 6] = [
+        (
+            c"lock.acquire",
+            entry!(commands::acquire),
+            c"write deny-oom blocking",
+            1,
+            1,
+            1,
+        ),
+        (
+            c"lock.renew",
+            entry!(commands::renew),
+            c"write fast",
+            1,
+            1,
+            1,
+        ),
+        (
+            c"lock.release",
+            entry!(commands::release),
+            c"write fast",
+            1,
+            1,
+            1,
+        ),
+        (
+            c"lock.info",
+            entry!(commands::info),
+            c"readonly fast",
+            1,
+            1,
+            1,
+        ),
+        (
+            c"lock.apply",
+            entry!(replication::apply),
+            c"write deny-script",
+            1,
+            1,
+            1,
+        ),
+        (
+            c"lock.clock",
+            entry!(replication::clock),
+            c"write deny-script",
+            0,
+            0,
+            0,
+        ),
+    ];
+    let Some(create) = (unsafe { raw::RedisModule_CreateCommand }) else {
+        return false;
+    };
+    commands
+        .iter()
+        .all(|&(name, entry, flags, first, last, step)| {
+            // SAFETY: called during module load; names and flags are static C strings.
+            let created = unsafe {
+                create(
+                    ctx.ctx,
+                    name.as_ptr(),
+                    Some(entry),
+                    flags.as_ptr(),
+                    first,
+                    last,
+                    step,
+                )
+            };
+            if created != raw::REDISMODULE_OK as c_int {
+                ctx.log_warning(&format!("could not create the command {name:?}"));
+            }
+            created == raw::REDISMODULE_OK as c_int
+        })
+}
+
+#[cfg(not(test))]
+fn init(ctx: &Context, args: &[RedisString]) -> bool {
     // Only real changes touch WATCHed keys: the key helpers signal them explicitly.
     if let Some(set_options) = unsafe { raw::RedisModule_SetModuleOptions } {
         unsafe {
@@ -52,41 +190,75 @@ fn init(ctx: &Context, _args: &[RedisString]) -> Status {
             )
         };
     }
+    if datatype::LOCK_TYPE.create_data_type(ctx.ctx).is_err()
+        || !config::register(ctx, args)
+        || !create_commands(ctx)
+        || !command_info::register(ctx)
+    {
+        return false;
+    }
     eviction::watch(ctx);
     if !info::register(ctx.ctx) {
         ctx.log_warning("could not register the INFO lock section");
     }
-    if let Err(e) = blocking::init(ctx).and_then(|()| replication::watch_forks(ctx)) {
+    let subscribed = blocking::init(ctx)
+        .and_then(|()| replication::watch_forks(ctx))
+        .and_then(|()| events::watch_role_and_loading(ctx))
+        .and_then(|()| keyspace::watch(ctx));
+    if let Err(e) = subscribed {
         ctx.log_warning(&format!("could not subscribe to server events: {e}"));
-        return Status::Err;
+        return false;
     }
-    command_info::register(ctx)
+    true
 }
 
-// Unit tests run without the server, so they must not install its allocator.
+/// # Safety
+/// Called by the server once, when it loads the module.
 #[cfg(not(test))]
-redis_module::redis_module! {
-    name: "lock",
-    version: 1,
-    allocator: (redis_module::alloc::RedisAlloc, redis_module::alloc::RedisAlloc),
-    data_types: [LOCK_TYPE],
-    init: init,
-    commands: [
-        ["lock.acquire", commands::acquire, "write deny-oom blocking", 1, 1, 1, ""],
-        ["lock.renew", commands::renew, "write fast", 1, 1, 1, ""],
-        ["lock.release", commands::release, "write fast", 1, 1, 1, ""],
-        ["lock.info", commands::info, "readonly fast", 1, 1, 1, ""],
-        ["lock.apply", replication::apply, "write deny-script", 1, 1, 1, ""],
-        ["lock.clock", replication::clock, "write deny-script", 0, 0, 0, ""],
-    ],
-    configurations: [
-        i64: [
-            ["max-ttl", &config::MAX_TTL, 0, 0, i64::MAX, ConfigurationFlags::DEFAULT, None],
-            ["max-waiters", &config::MAX_WAITERS, 0, 0, i64::MAX, ConfigurationFlags::DEFAULT, None],
-        ],
-        string: [],
-        bool: [],
-        enum: [],
-        module_args_as_configuration: true,
-    ]
+#[no_mangle]
+pub unsafe extern "C" fn RedisModule_OnLoad(
+    ctx: *mut raw::RedisModuleCtx,
+    argv: *mut *mut raw::RedisModuleString,
+    argc: c_int,
+) -> c_int {
+    // Nothing may allocate before Init: the allocator is the server's, reached through the API.
+    let initialized = unsafe {
+        raw::Export_RedisModule_Init(
+            ctx,
+            c"lock".as_ptr().cast::<c_char>(),
+            MODULE_VERSION,
+            raw::REDISMODULE_APIVER_1 as c_int,
+        )
+    };
+    if initialized == raw::Status::Err as c_int {
+        return raw::Status::Err as c_int;
+    }
+    guard::callback(raw::Status::Err as c_int, || {
+        let context = Context::new(ctx);
+        let args = redis_module::decode_args(ctx, argv, argc);
+        if init(&context, &args) {
+            raw::Status::Ok as c_int
+        } else {
+            raw::Status::Err as c_int
+        }
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_module_version_is_the_crate_version_as_a_number() {
+        assert_eq!(version_number("0.1.0"), 100);
+        assert_eq!(version_number("1.2.3"), 10203);
+        assert_eq!(version_number("12.34.56-rc1"), 123456);
+        let [major, minor, patch] = [
+            env!("CARGO_PKG_VERSION_MAJOR"),
+            env!("CARGO_PKG_VERSION_MINOR"),
+            env!("CARGO_PKG_VERSION_PATCH"),
+        ]
+        .map(|p| p.parse::<i32>().unwrap());
+        assert_eq!(MODULE_VERSION, major * 10_000 + minor * 100 + patch);
+    }
 }

@@ -1,7 +1,7 @@
 //! The module's counters, shown by `INFO lock`. Plain atomics: the lock values they count
 //! can be freed on a background thread (FLUSHALL ASYNC).
 
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicI64, AtomicU64, Ordering};
 
 pub struct Stats {
     /// Lock values in memory (held, or expired and not yet removed by the server).
@@ -31,6 +31,20 @@ pub static STATS: Stats = Stats {
     timeouts: AtomicU64::new(0),
 };
 
+/// Since when (Unix ms) this server serves clients: while it loads data it does not, and a lock
+/// whose deadline passed before it served (while the server was down, or during the load)
+/// did not expire in its care, so it is neither counted nor notified as expired.
+static SERVING_SINCE_MS: AtomicI64 = AtomicI64::new(i64::MAX);
+
+pub fn serving_from(now_ms: i64) {
+    SERVING_SINCE_MS.store(now_ms, Ordering::Relaxed);
+}
+
+/// Whether a lock with this deadline, now passed, expired while this server served.
+pub fn expired_while_serving(deadline_ms: i64) -> bool {
+    deadline_ms >= SERVING_SINCE_MS.load(Ordering::Relaxed)
+}
+
 pub fn count(counter: &AtomicU64) {
     counter.fetch_add(1, Ordering::Relaxed);
 }
@@ -58,5 +72,14 @@ mod tests {
         uncount(&c);
         uncount(&c);
         assert_eq!(get(&c), 0);
+    }
+
+    #[test]
+    fn only_expiries_while_serving_count() {
+        serving_from(i64::MAX);
+        assert!(!expired_while_serving(5_000), "while loading");
+        serving_from(1_000);
+        assert!(!expired_while_serving(999), "before the server served");
+        assert!(expired_while_serving(1_000));
     }
 }

@@ -101,7 +101,7 @@ fn key_on_first_node(cluster: &Cluster) -> (String, u16) {
 /// Put a lock held by "owner" under `key`, with a fence far above every clock (so only a
 /// raised fence clock can issue a higher one); returns that fence.
 fn restore_future_lock(con: &mut redis::Connection, key: &str) -> i64 {
-    let fence = now_us() + 1_000_000_000_000;
+    let fence = now_us() + 10_000_000_000;
     let payload = dump_of_lock(key, "owner", 60_000, fence);
     call(con, &[b"RESTORE", key.as_bytes(), b"60000", &payload]);
     assert_eq!(info(con, key.as_bytes()).map(|i| i.0), Some(fence));

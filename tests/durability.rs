@@ -221,7 +221,7 @@ fn a_replica_follows_the_primary_and_keeps_the_locks_when_promoted() {
 /// DUMP/RESTORE and MIGRATE carry it to other servers, raising theirs.
 #[test]
 fn restored_and_migrated_locks_raise_the_fence_clock() {
-    let future_fence = now_us() + 1_000_000_000_000;
+    let future_fence = now_us() + 10_000_000_000;
     let aof = aof_with_locks(
         &[("future", "tok"), ("other", "tok2")],
         600_000,
@@ -327,7 +327,8 @@ fn an_rdb_written_by_encoding_version_1_still_loads() {
     let fixture =
         std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/lock-v1.rdb");
     std::fs::copy(fixture, dir.join("dump.rdb")).unwrap();
-    let srv = Server::start_in(dir, &[], &[]);
+    // Its fences are a century ahead, so lock.fence-max-ahead must allow for that.
+    let srv = Server::start_in(dir, &["fence-max-ahead", "4611686018427387"], &[]);
     let mut con = srv.conn();
     assert_eq!(int(call(&mut con, &[b"DBSIZE"])), 2, "{}", srv.log());
     assert_eq!(
@@ -362,7 +363,7 @@ fn an_rdb_written_by_encoding_version_1_still_loads() {
 /// rewrite without the RDB preamble, still holds after a crash and restart.
 #[test]
 fn a_plain_aof_rewrite_keeps_the_fence_clock_without_any_lock() {
-    let future_fence = now_us() + 1_000_000_000_000;
+    let future_fence = now_us() + 10_000_000_000;
     let dir = new_dir();
     let aof = aof_with_locks(&[("brief", "tok")], 1, future_fence);
     std::fs::write(dir.join("appendonly.aof"), aof).unwrap();
@@ -390,13 +391,13 @@ fn a_plain_aof_rewrite_keeps_the_fence_clock_without_any_lock() {
 fn the_clock_command_is_refused_to_ordinary_clients() {
     let srv = Server::start();
     let mut con = srv.conn();
-    let far = (now_us() + 1_000_000_000_000).to_string();
+    let far = (now_us() + 10_000_000_000).to_string();
     let err = call_err(&mut con, &[b"LOCK.CLOCK", far.as_bytes()]);
     assert!(
         err.starts_with("ERR") && err.contains("LOCK.CLOCK"),
         "{err}"
     );
-    assert!(acquire(&mut con, "k", 1000, "me").unwrap() < now_us() + 60_000_000);
+    assert!(acquire(&mut con, "k", 1000, "me").unwrap() < now_us() + 120_000_000);
 }
 
 /// A replica with its own AOF records the effects it receives: restarted on its own, it
@@ -497,38 +498,104 @@ fn truncated_restore_payloads_are_refused_without_crashing() {
     srv.assert_alive();
 }
 
-/// PERSIST, PEXPIRE or `RESTORE key 0` move the key's expiry away from the lock's deadline;
-/// the next write command on the key puts it back.
+/// EXPIRE, PEXPIRE, EXPIREAT, PEXPIREAT, PERSIST and RESTORE with another ttl cannot move a
+/// lock key's expiry away from the lock's deadline: it is put back inside the same command, on
+/// the primary, on its replica and in what the AOF replays.
 #[test]
-fn the_key_expiry_is_put_back_to_the_lock_deadline() {
-    let srv = Server::start();
-    let mut con = srv.conn();
-    acquire(&mut con, "k", 60_000, "me").unwrap();
+fn the_key_expiry_always_follows_the_lock_deadline() {
+    let dir = new_dir();
+    let mut primary = Server::start_in(
+        dir,
+        &[],
+        &["--appendonly", "yes", "--appendfsync", "always"],
+    );
+    let replica = Server::start_with(
+        &[],
+        &["--replicaof", "127.0.0.1", &primary.port.to_string()],
+    );
+    let mut con = primary.conn();
+    let mut rcon = replica.conn();
+    wait_for("the replica to sync", || {
+        info_field(&mut rcon, "replication", "master_link_status").as_deref() == Some("up")
+    });
     let pttl = |con: &mut redis::Connection, key: &[u8]| int(call(con, &[b"PTTL", key]));
-    call(&mut con, &[b"PERSIST", b"k"]);
-    assert_eq!(pttl(&mut con, b"k"), -1);
+    let near_deadline = |con: &mut redis::Connection, key: &[u8], ttl: i64| {
+        let left = pttl(con, key);
+        assert!(
+            left > ttl - 5_000 && left <= ttl,
+            "{left} for a {ttl} ms lock"
+        );
+    };
+    acquire(&mut con, "k", 60_000, "me").unwrap();
+    let later = (now_us() / 1_000_000 + 3_600).to_string();
+    let later_ms = (now_us() / 1_000 + 3_600_000).to_string();
+    for args in [
+        &[&b"PEXPIRE"[..], b"k", b"100"][..],
+        &[b"EXPIRE", b"k", b"1"],
+        &[b"EXPIRE", b"k", b"100000"],
+        &[b"EXPIREAT", b"k", later.as_bytes()],
+        &[b"PEXPIREAT", b"k", later_ms.as_bytes()],
+        &[b"PERSIST", b"k"],
+    ] {
+        call(&mut con, args);
+        near_deadline(&mut con, b"k", 60_000);
+    }
+    // Pipelined with the change, the very next command already sees the deadline.
+    let (moved, left): (i64, i64) = redis::pipe()
+        .cmd("PEXPIRE")
+        .arg("k")
+        .arg(50)
+        .cmd("PTTL")
+        .arg("k")
+        .query(&mut con)
+        .unwrap();
+    assert_eq!(moved, 1);
+    assert!(left > 55_000, "{left}");
+    // Past the short expiry asked for, the lock is still held.
+    std::thread::sleep(Duration::from_millis(200));
     assert_eq!(acquire(&mut con, "k", 1000, "other"), None);
-    let back = pttl(&mut con, b"k");
-    assert!(back > 50_000 && back <= 60_000, "{back}");
-    call(&mut con, &[b"PEXPIRE", b"k", b"999999999"]);
-    assert_eq!(int(call(&mut con, &[b"LOCK.RELEASE", b"k", b"nobody"])), 0);
-    assert!(pttl(&mut con, b"k") <= 60_000);
-    // A restored lock whose deadline has passed, given no expiry: gone after the next write.
+    assert_eq!(
+        int(call(&mut con, &[b"LOCK.RENEW", b"k", b"me", b"30000"])),
+        1
+    );
+    near_deadline(&mut con, b"k", 30_000);
+
+    // RESTORE with another ttl, or none: the expiry is the restored lock's deadline.
+    let Value::BulkString(dump) = call(&mut con, &[b"DUMP", b"k"]) else {
+        panic!("no dump")
+    };
+    for ttl in [&b"0"[..], b"5", b"99999999"] {
+        call(&mut con, &[b"RESTORE", b"copy", ttl, &dump, b"REPLACE"]);
+        near_deadline(&mut con, b"copy", 30_000);
+    }
+    call(&mut con, &[b"DEL", b"copy"]);
+
+    // The replica keeps the same expiry, from the same deadline.
+    call(&mut con, &[b"PERSIST", b"k"]);
+    call(&mut con, &[b"WAIT", b"1", b"5000"]);
+    near_deadline(&mut rcon, b"k", 30_000);
+
+    // So does what the AOF replays after a restart.
+    primary.shutdown_save();
+    primary.restart();
+    let mut con = primary.conn();
+    near_deadline(&mut con, b"k", 30_000);
+
+    // A restored lock whose deadline has passed is free whatever ttl RESTORE gives it.
     acquire(&mut con, "old", 100, "me").unwrap();
-    let Value::BulkString(dump) = call(&mut con, &[b"DUMP", b"old"]) else {
+    let Value::BulkString(old) = call(&mut con, &[b"DUMP", b"old"]) else {
         panic!("no dump")
     };
     wait_for("the lock to expire", || {
         int(call(&mut con, &[b"EXISTS", b"old"])) == 0
     });
-    call(&mut con, &[b"RESTORE", b"old", b"0", &dump]);
-    assert_eq!(int(call(&mut con, &[b"EXISTS", b"old"])), 1);
+    call(&mut con, &[b"RESTORE", b"old", b"0", &old]);
     assert_eq!(info(&mut con, b"old"), None, "an expired lock is free");
-    assert_eq!(
-        int(call(&mut con, &[b"LOCK.RENEW", b"old", b"me", b"1000"])),
-        0
-    );
     assert_eq!(int(call(&mut con, &[b"EXISTS", b"old"])), 0);
+    // And the key of another type is left alone.
+    call(&mut con, &[b"SET", b"plain", b"v"]);
+    call(&mut con, &[b"PEXPIRE", b"plain", b"100000"]);
+    assert!(pttl(&mut con, b"plain") > 90_000);
 }
 
 /// An effect carrying a fence the module cannot hold is refused without touching the clock.
@@ -543,5 +610,145 @@ fn an_effect_with_an_impossible_fence_does_not_exhaust_the_clock() {
     assert_eq!(info(&mut con, b"bad"), None);
     assert_eq!(info(&mut con, b"good").map(|i| i.0), Some(42));
     let fresh = acquire(&mut con, "fresh", 1000, "me").unwrap();
-    assert!(fresh > 42 && fresh < now_us() + 60_000_000, "{fresh}");
+    assert!(fresh > 42 && fresh < now_us() + 120_000_000, "{fresh}");
+}
+
+/// The v1 fixture's fences are a century ahead of the clock: with the default
+/// lock.fence-max-ahead its locks still load and stay held, but they do not drag the fence
+/// clock there, and the log says so.
+#[test]
+fn a_loaded_fence_far_ahead_keeps_its_lock_but_not_the_clock() {
+    let dir = new_dir();
+    let fixture =
+        std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/lock-v1.rdb");
+    std::fs::copy(fixture, dir.join("dump.rdb")).unwrap();
+    let srv = Server::start_in(dir, &[], &[]);
+    let mut con = srv.conn();
+    assert_eq!(
+        info(&mut con, b"fixture:lock").map(|i| i.0),
+        Some(5_000_000_000_000_000)
+    );
+    assert_eq!(acquire(&mut con, "fixture:lock", 1000, "intruder"), None);
+    let fresh = acquire(&mut con, "new", 1000, "me").unwrap();
+    let day = 86_400_000_000;
+    assert!(fresh < now_us() + day + 120_000_000, "{fresh}");
+    assert!(
+        srv.log().contains("more than lock.fence-max-ahead"),
+        "{}",
+        srv.log()
+    );
+}
+
+/// A DUMP payload whose fence is the largest a lock can hold (2^62-1, valid checksum): RESTORE
+/// on a primary refuses it, the server logs why, and fences go on following the clock. Before,
+/// one such RESTORE made every later ACQUIRE answer "fencing numbers are exhausted".
+#[test]
+fn restore_refuses_a_fence_far_ahead_of_the_clock() {
+    let poisoned = dump_of_lock("p", "tok", 600_000, (1 << 62) - 1);
+    let ahead = dump_of_lock("a", "tok", 600_000, now_us() + 2 * 86_400_000_000);
+    let near = dump_of_lock("n", "tok", 600_000, now_us() + 3_600_000_000);
+    let srv = Server::start();
+    let mut con = srv.conn();
+    for (key, payload) in [(&b"p"[..], &poisoned), (b"a", &ahead)] {
+        let err = call_err(&mut con, &[b"RESTORE", key, b"0", payload]);
+        assert!(err.starts_with("ERR"), "{err}");
+        assert_eq!(int(call(&mut con, &[b"EXISTS", key])), 0);
+    }
+    assert!(
+        srv.log().contains("RESTORE refused a lock whose fence"),
+        "{}",
+        srv.log()
+    );
+    let fresh = acquire(&mut con, "k", 1000, "me").unwrap();
+    assert!(fresh < now_us() + 120_000_000, "{fresh}");
+    // Within the bound (an hour ahead here), RESTORE takes the lock and raises the clock.
+    call(&mut con, &[b"RESTORE", b"n", b"0", &near]);
+    let restored = info(&mut con, b"n").unwrap().0;
+    assert!(acquire(&mut con, "k2", 1000, "me").unwrap() > restored);
+    // The bound is a setting.
+    call(
+        &mut con,
+        &[
+            b"CONFIG",
+            b"SET",
+            b"lock.fence-max-ahead",
+            b"4611686018427387",
+        ],
+    );
+    call(&mut con, &[b"RESTORE", b"a", b"0", &ahead]);
+    assert!(info(&mut con, b"a").is_some());
+    srv.assert_alive();
+}
+
+/// The first grant after a restart jumps lock.fence-jump ahead of the clock and of every fence
+/// loaded; `fence-jump 0` turns that off.
+#[test]
+fn the_first_fence_after_a_restart_jumps_ahead() {
+    let mut srv = Server::start_with(&[], &["--appendonly", "yes", "--appendfsync", "always"]);
+    let mut con = srv.conn();
+    let before = acquire(&mut con, "a", 60_000, "me").unwrap();
+    let second = acquire(&mut con, "b", 60_000, "me").unwrap();
+    assert!(
+        second > before && second < before + 60_000_000,
+        "one jump only"
+    );
+    srv.kill();
+    let restarted_at = now_us();
+    srv.restart();
+    let mut con = srv.conn();
+    let fresh = acquire(&mut con, "c", 60_000, "me").unwrap();
+    assert!(
+        fresh >= restarted_at.max(second) + 60_000_000,
+        "{fresh} after {second}"
+    );
+    // So does the first grant after a promotion (here from a replica that never synced).
+    call(&mut con, &[b"REPLICAOF", b"127.0.0.1", b"1"]);
+    call(&mut con, &[b"REPLICAOF", b"NO", b"ONE"]);
+    let promoted = acquire(&mut con, "d", 60_000, "me").unwrap();
+    assert!(promoted >= fresh + 60_000_000, "{promoted} after {fresh}");
+
+    let srv = Server::start_with(&["fence-jump", "0"], &[]);
+    let mut con = srv.conn();
+    let at = now_us();
+    let plain = acquire(&mut con, "a", 1000, "me").unwrap();
+    assert!(plain >= at && plain < at + 5_000_000, "{plain}");
+}
+
+/// A primary whose fences ran ahead of the wall clock (here an hour, from a loaded lock) makes
+/// `last + 1` fences; its replica, cut off while the primary kept granting and then promoted,
+/// still grants above every one of them, including those it never received.
+#[test]
+fn a_promoted_replica_grants_above_fences_it_never_received() {
+    let ahead = now_us() + 3_600_000_000;
+    let dir = new_dir();
+    std::fs::write(
+        dir.join("appendonly.aof"),
+        aof_with_locks(&[("ahead", "tok")], 600_000, ahead),
+    )
+    .unwrap();
+    let mut primary = Server::start_in(dir, &[], &["--appendonly", "yes"]);
+    let mut pcon = primary.conn();
+    let replica = Server::start_with(
+        &[],
+        &["--replicaof", "127.0.0.1", &primary.port.to_string()],
+    );
+    let mut rcon = replica.conn();
+    wait_for("replica link", || {
+        info_field(&mut rcon, "replication", "master_link_status").as_deref() == Some("up")
+    });
+    let replicated = take_locks(&mut pcon, "seen", 20);
+    assert_eq!(int(call(&mut pcon, &[b"WAIT", b"1", b"5000"])), 1);
+    // Cut the link: what the primary grants from now on is lost with it.
+    call(&mut rcon, &[b"REPLICAOF", b"127.0.0.1", b"1"]);
+    let lost = take_locks(&mut pcon, "lost", 500);
+    assert!(lost.max_fence > replicated.max_fence && lost.max_fence > ahead);
+    primary.kill();
+    call(&mut rcon, &[b"REPLICAOF", b"NO", b"ONE"]);
+    assert_eq!(
+        info(&mut rcon, b"lost:3"),
+        None,
+        "the writes really were lost"
+    );
+    let first = acquire(&mut rcon, "lost:3", 1000, "new").unwrap();
+    assert!(first > lost.max_fence, "{first} <= {}", lost.max_fence);
 }

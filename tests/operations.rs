@@ -286,3 +286,159 @@ fn concurrent_clients_never_hold_one_lock_together() {
     );
     srv.assert_alive();
 }
+
+/// ACL categories: where the server supports them for modules (Redis 7.2+, Valkey), the write
+/// commands are in @write, LOCK.INFO in @read, ACQUIRE in @blocking, the short ones in @fast,
+/// and the four in the module's own @lock. Redis 7.0 puts module commands in no category.
+#[test]
+fn acl_categories_sort_the_commands() {
+    let srv = Server::start();
+    let mut admin = srv.conn();
+    let category = |con: &mut redis::Connection, name: &str| -> Vec<String> {
+        let mut names: Vec<String> = redis::cmd("ACL")
+            .arg("CAT")
+            .arg(name)
+            .query::<Vec<String>>(con)
+            .unwrap_or_default()
+            .into_iter()
+            .filter(|c| c.starts_with("lock."))
+            .collect();
+        names.sort();
+        names
+    };
+    if !has_module_acl_categories(&mut admin) {
+        assert_eq!(category(&mut admin, "write"), Vec::<String>::new());
+        return;
+    }
+    let list = |names: &[&str]| names.iter().map(|n| n.to_string()).collect::<Vec<_>>();
+    assert_eq!(
+        category(&mut admin, "write"),
+        list(&[
+            "lock.acquire",
+            "lock.apply",
+            "lock.clock",
+            "lock.release",
+            "lock.renew"
+        ])
+    );
+    assert_eq!(category(&mut admin, "read"), list(&["lock.info"]));
+    assert_eq!(category(&mut admin, "blocking"), list(&["lock.acquire"]));
+    assert_eq!(
+        category(&mut admin, "fast"),
+        list(&["lock.info", "lock.release", "lock.renew"])
+    );
+    assert_eq!(
+        category(&mut admin, "lock"),
+        list(&["lock.acquire", "lock.info", "lock.release", "lock.renew"])
+    );
+    acquire(&mut admin, "k", 60_000, "admin").unwrap();
+    let user = |name: &str, rules: &[&str]| {
+        let mut args: Vec<&[u8]> = vec![b"ACL", b"SETUSER", name.as_bytes(), b"on", b">pw", b"~*"];
+        args.extend(rules.iter().map(|r| r.as_bytes()));
+        call(&mut srv.conn(), &args);
+        let mut con = srv.conn();
+        call(&mut con, &[b"AUTH", name.as_bytes(), b"pw"]);
+        con
+    };
+    let writes: [&[&[u8]]; 3] = [
+        &[b"LOCK.ACQUIRE", b"k2", b"1000"],
+        &[b"LOCK.RENEW", b"k", b"admin", b"60000"],
+        &[b"LOCK.RELEASE", b"k", b"nobody"],
+    ];
+    // Meant as read-only: +@all -@write.
+    let mut read_only = user("ro", &["+@all", "-@write"]);
+    assert!(info(&mut read_only, b"k").is_some());
+    for cmd in writes {
+        let err = call_err(&mut read_only, cmd);
+        assert!(err.starts_with("NOPERM"), "{cmd:?}: {err}");
+    }
+    // +@read +@write runs all four; so does +@lock, which grants nothing else.
+    for rules in [&["+@read", "+@write"][..], &["+@lock"]] {
+        let mut con = user("rw", rules);
+        assert!(info(&mut con, b"k").is_some(), "{rules:?}");
+        assert_eq!(call(&mut con, writes[1]), Value::Int(1), "{rules:?}");
+        assert_eq!(call(&mut con, writes[2]), Value::Int(0), "{rules:?}");
+        assert!(grant(&call(&mut con, writes[0])).is_some(), "{rules:?}");
+        call(&mut admin, &[b"DEL", b"k2"]);
+    }
+    let mut lock_only = user("lockonly", &["+@lock"]);
+    let err = call_err(&mut lock_only, &[b"GET", b"k"]);
+    assert!(err.starts_with("NOPERM"), "{err}");
+}
+
+/// Load-time arguments are checked as CONFIG SET checks values: a wrong one stops the module
+/// from loading (and so the server from starting) with a log line naming it.
+#[test]
+fn wrong_module_arguments_stop_the_module_from_loading() {
+    for (args, expected) in [
+        (
+            &["max-ttl", "-1"][..],
+            "module argument max-ttl -1 is out of range",
+        ),
+        (
+            &["max-waiters", "-3"],
+            "module argument max-waiters -3 is out of range",
+        ),
+        (&["bogus", "1"], "unknown module argument 'bogus'"),
+        (
+            &["max-ttl", "abc"],
+            "module argument max-ttl 'abc' is not a whole number",
+        ),
+        (&["max-ttl"], "module argument max-ttl has no value"),
+        (
+            &["fence-jump", "86400001"],
+            "module argument fence-jump 86400001 is out of range",
+        ),
+    ] {
+        let log = start_refused(args);
+        assert!(log.contains(expected), "{args:?}:\n{log}");
+    }
+    // Right ones are taken; a config line (as CONFIG REWRITE writes) overrides them.
+    let srv = Server::start_with(
+        &["max-waiters", "3", "fence-jump", "0", "max-ttl", "5000"],
+        &["--lock.max-ttl", "7000"],
+    );
+    let mut con = srv.conn();
+    let get = |con: &mut redis::Connection, name: &str| -> String {
+        let v: Vec<String> = redis::cmd("CONFIG")
+            .arg("GET")
+            .arg(name)
+            .query(con)
+            .unwrap();
+        v[1].clone()
+    };
+    assert_eq!(get(&mut con, "lock.max-waiters"), "3");
+    assert_eq!(get(&mut con, "lock.fence-jump"), "0");
+    assert_eq!(get(&mut con, "lock.max-ttl"), "7000");
+    assert_eq!(get(&mut con, "lock.fence-max-ahead"), "86400000");
+}
+
+/// MODULE LIST shows the crate's version as major * 10000 + minor * 100 + patch, and the
+/// server's log has no warning from the module at start.
+#[test]
+fn module_list_shows_the_crate_version_and_the_start_is_quiet() {
+    let srv = Server::start();
+    let mut con = srv.conn();
+    let modules: Vec<Vec<Value>> = redis::cmd("MODULE").arg("LIST").query(&mut con).unwrap();
+    let lock = modules
+        .iter()
+        .find(|m| m.get(1) == Some(&Value::BulkString(b"lock".to_vec())))
+        .expect("the module is listed");
+    let [major, minor, patch] = [
+        env!("CARGO_PKG_VERSION_MAJOR"),
+        env!("CARGO_PKG_VERSION_MINOR"),
+        env!("CARGO_PKG_VERSION_PATCH"),
+    ]
+    .map(|p| p.parse::<i64>().unwrap());
+    assert_eq!(
+        lock.get(3),
+        Some(&Value::Int(major * 10_000 + minor * 100 + patch))
+    );
+    let log = srv.log();
+    let ours: Vec<&str> = log.lines().filter(|l| l.contains("<lock>")).collect();
+    assert_eq!(ours.len(), 1, "{ours:?}");
+    assert!(
+        ours[0].contains("Created new data type 'fencelock'"),
+        "{ours:?}"
+    );
+}

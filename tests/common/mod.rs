@@ -505,3 +505,48 @@ pub fn wait_for(what: &str, mut cond: impl FnMut() -> bool) {
         std::thread::sleep(Duration::from_millis(20));
     }
 }
+
+/// Start a server whose module must refuse to load with `module_args`: it exits by itself
+/// (killed after 10 s if not), and its log is returned.
+pub fn start_refused(module_args: &[&str]) -> String {
+    let dir = new_dir();
+    let mut child = Command::new(server_binary())
+        .args(["--port", &free_port().to_string(), "--bind", "127.0.0.1"])
+        .args(["--save", "", "--daemonize", "no"])
+        .arg("--dir")
+        .arg(&dir)
+        .arg("--logfile")
+        .arg(dir.join("server.log"))
+        .arg("--loadmodule")
+        .arg(module_path())
+        .args(module_args)
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("cannot start the server binary");
+    let start = Instant::now();
+    let exited = loop {
+        if let Ok(Some(_)) = child.try_wait() {
+            break true;
+        }
+        if start.elapsed() > Duration::from_secs(10) {
+            let _ = child.kill();
+            let _ = child.wait();
+            break false;
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    };
+    let log = std::fs::read_to_string(dir.join("server.log")).unwrap_or_default();
+    assert!(exited, "the server started with {module_args:?}:\n{log}");
+    let _ = std::fs::remove_dir_all(&dir);
+    log
+}
+
+/// Whether this server has ACL categories for module commands (Redis 7.2+ and Valkey; not
+/// Redis 7.0).
+pub fn has_module_acl_categories(con: &mut redis::Connection) -> bool {
+    is_valkey()
+        || !info_field(con, "server", "redis_version")
+            .unwrap_or_default()
+            .starts_with("7.0.")
+}
