@@ -47,7 +47,7 @@ pub static LOCK_TYPE: RedisType = RedisType::new(
         free_effort: None,
         unlink: None,
         copy: None,
-        defrag: None,
+        defrag: Some(defrag),
         mem_usage2: None,
         free_effort2: None,
         unlink2: Some(unlink),
@@ -216,6 +216,32 @@ unsafe extern "C" fn digest(md: *mut raw::RedisModuleDigest, value: *mut c_void)
             add_long(md, lock.fence() as c_longlong);
             end(md);
         }
+    })
+}
+
+/// Active defragmentation (`activedefrag yes`, on servers built with the defrag-aware jemalloc,
+/// such as Redis 8): the lock and a heap token move to less fragmented memory.
+unsafe extern "C" fn defrag(
+    ctx: *mut raw::RedisModuleDefragCtx,
+    _key: *mut raw::RedisModuleString,
+    value: *mut *mut c_void,
+) -> c_int {
+    guard::callback(0, || {
+        let Some(defrag_alloc) = (unsafe { raw::RedisModule_DefragAlloc }) else {
+            return 0;
+        };
+        // SAFETY: value points at the key's value, a Box<Lock> allocated by the server's
+        // allocator (the module's global allocator); DefragAlloc frees what it moves.
+        unsafe {
+            let moved = defrag_alloc(ctx, *value);
+            if !moved.is_null() {
+                *value = moved;
+            }
+            if let Some(lock) = (*value).cast::<Lock>().as_mut() {
+                lock.defrag_token(|bytes| defrag_alloc(ctx, bytes.cast()).cast());
+            }
+        }
+        0
     })
 }
 

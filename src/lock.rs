@@ -126,6 +126,25 @@ impl Lock {
         }
     }
 
+    /// Active defragmentation of a heap token: `moved` gets its bytes' address and returns
+    /// where it copied them (having freed the old ones), or null if it left them in place, as
+    /// the server's `RedisModule_DefragAlloc` does.
+    pub fn defrag_token(&mut self, moved: impl FnOnce(*mut u8) -> *mut u8) {
+        if self.form() != Form::Heap {
+            return;
+        }
+        // SAFETY: the form says the heap field was written.
+        let heap = unsafe { &mut self.token.heap };
+        let len = heap.len();
+        let new = moved(heap.as_mut_ptr());
+        if !new.is_null() {
+            // SAFETY: `new` holds the same `len` bytes in an allocation of the same allocator;
+            // the old box was freed by `moved`, so it is overwritten without being dropped.
+            let bytes = unsafe { Box::from_raw(std::ptr::slice_from_raw_parts_mut(new, len)) };
+            self.token.heap = ManuallyDrop::new(bytes);
+        }
+    }
+
     pub fn has_token(&self, token: &Token) -> bool {
         let mut buf = [0u8; INLINE_TEXT_MAX];
         self.token(&mut buf) == token.as_bytes()
@@ -325,6 +344,28 @@ mod tests {
         assert_eq!(l.heap_bytes(), 36);
         let generated = Token::generate().unwrap();
         assert_eq!(Lock::new(&generated, 5, 9).unwrap().heap_bytes(), 0);
+    }
+
+    #[test]
+    fn a_defragmented_heap_token_keeps_its_bytes() {
+        let bytes = [b'x'; 40];
+        let mut l = Lock::new(&Token::parse(&bytes).unwrap(), 5, 9).unwrap();
+        let mut old_address = std::ptr::null_mut();
+        l.defrag_token(|old| {
+            old_address = old;
+            // As DefragAlloc does: copy to a new allocation, free the old one.
+            let old = unsafe { Box::from_raw(std::ptr::slice_from_raw_parts_mut(old, 40)) };
+            let new = old.clone();
+            drop(old);
+            Box::into_raw(new).cast::<u8>()
+        });
+        assert!(!old_address.is_null());
+        assert_eq!(stored_token(&l), bytes);
+        l.defrag_token(|_| std::ptr::null_mut());
+        assert_eq!(stored_token(&l), bytes, "left in place");
+        let mut short = lock("a", 5);
+        short.defrag_token(|_| panic!("an inline token has nothing to move"));
+        assert_eq!(stored_token(&short), b"a");
     }
 
     #[test]

@@ -442,3 +442,88 @@ fn module_list_shows_the_crate_version_and_the_start_is_quiet() {
         "{ours:?}"
     );
 }
+
+/// Active defragmentation moves lock values and long tokens and leaves every lock intact.
+/// Only servers built with the defrag-aware jemalloc (Redis 8 here) can run it; the others
+/// refuse `activedefrag yes`.
+#[test]
+fn active_defrag_keeps_every_lock() {
+    let srv = Server::start();
+    let mut con = srv.conn();
+    let enable = redis::cmd("CONFIG")
+        .arg("SET")
+        .arg("activedefrag")
+        .arg("yes")
+        .query::<Value>(&mut con);
+    if enable.is_err() {
+        let version = info_field(&mut con, "server", "redis_version").unwrap_or_default();
+        assert!(
+            is_valkey() || version.starts_with("7."),
+            "Redis {version} refused activedefrag: {enable:?}"
+        );
+        return;
+    }
+    call(&mut con, &[b"CONFIG", b"SET", b"activedefrag", b"no"]);
+    let token = |i: usize| format!("{i:040}");
+    let n = 60_000;
+    let mut pipe = redis::pipe();
+    for i in 0..n {
+        pipe.cmd("LOCK.ACQUIRE")
+            .arg(format!("lock:{i}"))
+            .arg(600_000)
+            .arg("TOKEN")
+            .arg(token(i))
+            .ignore();
+        pipe.cmd("SET")
+            .arg(format!("pad:{i}"))
+            .arg("x".repeat(40))
+            .ignore();
+    }
+    pipe.query::<()>(&mut con).unwrap();
+    // Free most of it, leaving the survivors scattered over half-empty pages.
+    let mut pipe = redis::pipe();
+    for i in (0..n).filter(|i| i % 10 != 0) {
+        pipe.cmd("LOCK.RELEASE")
+            .arg(format!("lock:{i}"))
+            .arg(token(i))
+            .ignore();
+        pipe.cmd("DEL").arg(format!("pad:{i}")).ignore();
+    }
+    pipe.query::<()>(&mut con).unwrap();
+    let digest = |con: &mut redis::Connection| call(con, &[b"DEBUG", b"DIGEST"]);
+    let before = digest(&mut con);
+    let hits = |con: &mut redis::Connection| -> u64 {
+        info_field(con, "stats", "active_defrag_hits")
+            .and_then(|v| v.parse().ok())
+            .unwrap_or(0)
+    };
+    for (name, value) in [
+        ("active-defrag-ignore-bytes", "1"),
+        ("active-defrag-threshold-lower", "1"),
+        ("active-defrag-cycle-min", "25"),
+        ("activedefrag", "yes"),
+    ] {
+        call(
+            &mut con,
+            &[b"CONFIG", b"SET", name.as_bytes(), value.as_bytes()],
+        );
+    }
+    wait_for("active defrag to move something", || hits(&mut con) > 0);
+    std::thread::sleep(Duration::from_millis(500));
+    call(&mut con, &[b"CONFIG", b"SET", b"activedefrag", b"no"]);
+    srv.assert_alive();
+    assert_eq!(digest(&mut con), before);
+    for i in (0..n).step_by(10) {
+        let key = format!("lock:{i}");
+        let renewed = call(
+            &mut con,
+            &[
+                b"LOCK.RENEW",
+                key.as_bytes(),
+                token(i).as_bytes(),
+                b"600000",
+            ],
+        );
+        assert_eq!(renewed, Value::Int(1), "{key}");
+    }
+}
