@@ -87,16 +87,20 @@ macro_rules! entry {
     }};
 }
 
-/// Name, entry point, flags, first key, last key, key step.
+/// A command's name, entry point, flags, and key positions (first, last, step).
 #[cfg(not(test))]
 type CommandEntry = (
     &'static std::ffi::CStr,
     extern "C" fn(*mut raw::RedisModuleCtx, *mut *mut raw::RedisModuleString, c_int) -> c_int,
     &'static std::ffi::CStr,
-    c_int,
-    c_int,
-    c_int,
+    [c_int; 3],
 );
+
+/// The key is argv[1].
+#[cfg(not(test))]
+const KEY: [c_int; 3] = [1, 1, 1];
+#[cfg(not(test))]
+const NO_KEY: [c_int; 3] = [0, 0, 0];
 
 #[cfg(not(test))]
 fn create_commands(ctx: &Context) -> bool {
@@ -105,49 +109,27 @@ fn create_commands(ctx: &Context) -> bool {
             c"lock.acquire",
             entry!(commands::acquire),
             c"write deny-oom blocking",
-            1,
-            1,
-            1,
+            KEY,
         ),
-        (
-            c"lock.renew",
-            entry!(commands::renew),
-            c"write fast",
-            1,
-            1,
-            1,
-        ),
+        (c"lock.renew", entry!(commands::renew), c"write fast", KEY),
         (
             c"lock.release",
             entry!(commands::release),
             c"write fast",
-            1,
-            1,
-            1,
+            KEY,
         ),
-        (
-            c"lock.info",
-            entry!(commands::info),
-            c"readonly fast",
-            1,
-            1,
-            1,
-        ),
+        (c"lock.info", entry!(commands::info), c"readonly fast", KEY),
         (
             c"lock.apply",
             entry!(replication::apply),
             c"write deny-script",
-            1,
-            1,
-            1,
+            KEY,
         ),
         (
             c"lock.clock",
             entry!(replication::clock),
             c"write deny-script",
-            0,
-            0,
-            0,
+            NO_KEY,
         ),
     ];
     let Some(create) = (unsafe { raw::RedisModule_CreateCommand }) else {
@@ -155,7 +137,7 @@ fn create_commands(ctx: &Context) -> bool {
     };
     commands
         .iter()
-        .all(|&(name, entry, flags, first, last, step)| {
+        .all(|&(name, entry, flags, [first, last, step])| {
             // SAFETY: called during module load; names and flags are static C strings.
             let created = unsafe {
                 create(

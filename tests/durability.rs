@@ -168,14 +168,8 @@ fn a_replica_follows_the_primary_and_keeps_the_locks_when_promoted() {
     let mut pcon = primary.conn();
     // Taken before the replica connects: they reach it by full sync.
     let mut taken = take_locks(&mut pcon, "sync", 15);
-    let replica = Server::start_with(
-        &[],
-        &["--replicaof", "127.0.0.1", &primary.port.to_string()],
-    );
+    let replica = primary.replica(&[]);
     let mut rcon = replica.conn();
-    wait_for("replica link", || {
-        info_field(&mut rcon, "replication", "master_link_status").as_deref() == Some("up")
-    });
     // Taken after: they reach it through the replication stream.
     let stream = take_locks(&mut pcon, "stream", 15);
     taken.held.extend(stream.held);
@@ -406,22 +400,8 @@ fn the_clock_command_is_refused_to_ordinary_clients() {
 fn a_replica_records_the_effects_in_its_own_aof() {
     let mut primary = Server::start();
     let mut pcon = primary.conn();
-    let mut replica = Server::start_with(
-        &[],
-        &[
-            "--replicaof",
-            "127.0.0.1",
-            &primary.port.to_string(),
-            "--appendonly",
-            "yes",
-            "--appendfsync",
-            "always",
-        ],
-    );
+    let mut replica = primary.replica(&["--appendonly", "yes", "--appendfsync", "always"]);
     let mut rcon = replica.conn();
-    wait_for("replica link", || {
-        info_field(&mut rcon, "replication", "master_link_status").as_deref() == Some("up")
-    });
     wait_rewrite_done(&mut rcon);
     let taken = take_locks(&mut pcon, "stream", 10);
     assert_eq!(int(call(&mut pcon, &[b"WAIT", b"1", b"5000"])), 1);
@@ -509,15 +489,9 @@ fn the_key_expiry_always_follows_the_lock_deadline() {
         &[],
         &["--appendonly", "yes", "--appendfsync", "always"],
     );
-    let replica = Server::start_with(
-        &[],
-        &["--replicaof", "127.0.0.1", &primary.port.to_string()],
-    );
+    let replica = primary.replica(&[]);
     let mut con = primary.conn();
     let mut rcon = replica.conn();
-    wait_for("the replica to sync", || {
-        info_field(&mut rcon, "replication", "master_link_status").as_deref() == Some("up")
-    });
     let pttl = |con: &mut redis::Connection, key: &[u8]| int(call(con, &[b"PTTL", key]));
     let near_deadline = |con: &mut redis::Connection, key: &[u8], ttl: i64| {
         let left = pttl(con, key);
@@ -728,14 +702,8 @@ fn a_promoted_replica_grants_above_fences_it_never_received() {
     .unwrap();
     let mut primary = Server::start_in(dir, &[], &["--appendonly", "yes"]);
     let mut pcon = primary.conn();
-    let replica = Server::start_with(
-        &[],
-        &["--replicaof", "127.0.0.1", &primary.port.to_string()],
-    );
+    let replica = primary.replica(&[]);
     let mut rcon = replica.conn();
-    wait_for("replica link", || {
-        info_field(&mut rcon, "replication", "master_link_status").as_deref() == Some("up")
-    });
     let replicated = take_locks(&mut pcon, "seen", 20);
     assert_eq!(int(call(&mut pcon, &[b"WAIT", b"1", b"5000"])), 1);
     // Cut the link: what the primary grants from now on is lost with it.

@@ -23,6 +23,17 @@ fn stat(con: &mut redis::Connection, name: &str) -> u64 {
         .1
 }
 
+/// Keyspace events of the module class on, and a connection subscribed to `channel`.
+fn subscribe_events(srv: &Server, how: &[u8], channel: &[u8]) -> Raw {
+    call(
+        &mut srv.conn(),
+        &[b"CONFIG", b"SET", b"notify-keyspace-events", b"Ed"],
+    );
+    let mut sub = srv.raw();
+    sub.cmd(&[how, channel]);
+    sub
+}
+
 #[test]
 fn info_lock_counts_every_kind_of_event() {
     let srv = Server::start();
@@ -133,12 +144,7 @@ fn max_waiters_is_a_config_and_a_load_time_argument() {
 fn lock_events_are_keyspace_notifications_in_order() {
     let srv = Server::start();
     let mut con = srv.conn();
-    call(
-        &mut con,
-        &[b"CONFIG", b"SET", b"notify-keyspace-events", b"Ed"],
-    );
-    let mut sub = srv.raw();
-    sub.cmd(&[b"PSUBSCRIBE", b"__keyevent@0__:lock.*"]);
+    let mut sub = subscribe_events(&srv, b"PSUBSCRIBE", b"__keyevent@0__:lock.*");
     acquire(&mut con, "k", 60_000, "a").unwrap();
     acquire(&mut con, "k", 60_000, "a").unwrap();
     call(&mut con, &[b"LOCK.RENEW", b"k", b"a", b"300"]);
@@ -245,12 +251,7 @@ fn counters_start_at_zero_after_a_restart_that_replays_expired_locks() {
     std::thread::sleep(Duration::from_millis(300));
     srv.restart();
     let mut con = srv.conn();
-    call(
-        &mut con,
-        &[b"CONFIG", b"SET", b"notify-keyspace-events", b"Ed"],
-    );
-    let mut sub = srv.raw();
-    sub.cmd(&[b"SUBSCRIBE", b"__keyevent@0__:lock.expired"]);
+    let mut sub = subscribe_events(&srv, b"SUBSCRIBE", b"__keyevent@0__:lock.expired");
     wait_for("the expired locks to go", || {
         int(call(&mut con, &[b"DBSIZE"])) == 1
     });

@@ -98,6 +98,19 @@ impl Server {
         self.child = child;
     }
 
+    /// A new server replicating this one (with extra `config`), once its link is up.
+    pub fn replica(&self, config: &[&str]) -> Server {
+        let port = self.port.to_string();
+        let mut all = vec!["--replicaof", "127.0.0.1", &port];
+        all.extend_from_slice(config);
+        let replica = Server::start_with(&[], &all);
+        let mut con = replica.conn();
+        wait_for("the replica link", || {
+            info_field(&mut con, "replication", "master_link_status").as_deref() == Some("up")
+        });
+        replica
+    }
+
     pub fn url(&self) -> String {
         format!("redis://127.0.0.1:{}/", self.port)
     }
