@@ -59,9 +59,12 @@ run: deps build
 	@sed -i 's|^loadmodule [^ ]*libredis_lock\.so|loadmodule $(MODULE)|' $(RUN_DIR)/redis.conf
 	$(REDIS_SERVER) $(RUN_DIR)/redis.conf --dir $(RUN_DIR) $(RUN_ARGS)
 
+# Copy, then rename into place: overwriting the file a running server has loaded (as a plain
+# cp or install does) crashes that server; a rename leaves it the old file until it restarts.
 install: build
 	install -d $(DESTDIR)$(MODULE_DIR)
-	install -m 0755 $(MODULE) $(DESTDIR)$(MODULE_DIR)/libredis_lock.so
+	install -m 0755 $(MODULE) $(DESTDIR)$(MODULE_DIR)/.libredis_lock.so.new
+	mv -f $(DESTDIR)$(MODULE_DIR)/.libredis_lock.so.new $(DESTDIR)$(MODULE_DIR)/libredis_lock.so
 	@echo "installed; load it with this line in redis.conf (or valkey.conf):"
 	@echo "  loadmodule $(MODULE_DIR)/libredis_lock.so"
 
