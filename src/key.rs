@@ -76,9 +76,11 @@ impl LockKey {
         Ok(this)
     }
 
-    /// PERSIST, PEXPIRE or `RESTORE key 0` can leave the key's expiry apart from the lock's
-    /// deadline; a write command puts it back, so the key goes when the lock ends, not before
-    /// or after. (A past deadline makes the server drop the key by its own expiry.)
+    /// The key's expiry is the lock's deadline, so the key goes when the lock ends, not before
+    /// or after. Opening for writing puts it back where something moved it: the keyspace
+    /// events of EXPIRE, PERSIST and RESTORE open the key for just that (`keyspace.rs`), and
+    /// every LOCK write command checks again. (A past deadline makes the server drop the key
+    /// by its own expiry.)
     fn resync_expiry(&mut self) -> LockResult<()> {
         let Some(key) = self.key else { return Ok(()) };
         let Some(deadline) = self.lock()?.map(|lock| lock.deadline_ms) else {
