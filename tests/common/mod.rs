@@ -319,6 +319,11 @@ pub fn info(con: &mut redis::Connection, key: &[u8]) -> Option<(i64, i64, i64)> 
     info_reply(call(con, &[b"LOCK.INFO", key]))
 }
 
+/// The fence of the lock held at `key` (LOCK.INFO), or None when it is free.
+pub fn fence_of(con: &mut redis::Connection, key: &[u8]) -> Option<i64> {
+    info(con, key).map(|(fence, _, _)| fence)
+}
+
 /// A LOCK.INFO reply (RESP2 or RESP3) as (fence, ttl, waiters), or None for null.
 pub fn info_reply(reply: Value) -> Option<(i64, i64, i64)> {
     let pairs: Vec<(Value, Value)> = match reply {
