@@ -85,6 +85,14 @@ impl Rng {
     fn chance(&mut self, percent: u64) -> bool {
         self.below(100) < percent
     }
+
+    fn pick<'a, T>(&mut self, items: &'a [T]) -> &'a T {
+        &items[self.below(items.len() as u64) as usize]
+    }
+
+    fn bytes(&mut self, n: usize) -> Vec<u8> {
+        (0..n).map(|_| self.next() as u8).collect()
+    }
 }
 
 /// Named counters shared by client threads, printed at the end of a test.
@@ -1145,4 +1153,418 @@ fn a_clock_stepped_back_after_a_crash_that_lost_aof_writes_does_not_reissue_fenc
         lost.held.len() + 1,
         &reissued[..reissued.len().min(5)]
     );
+}
+
+// ---------------------------------------------------------------------------------------
+// 5. Mutated RESTORE payloads
+
+/// Fences above this do not fit a lock (2^62 - 1).
+const MAX_FENCE: i64 = (1 << 62) - 1;
+
+/// Fence values for the fence field of a payload: ordinary, an hour and two days ahead,
+/// centuries ahead, and at and around the largest fence a lock can hold.
+fn special_fences() -> Vec<u64> {
+    let now = now_us() as u64;
+    let day = 86_400_000_000u64;
+    vec![
+        0,
+        1,
+        now,
+        now + 3_600_000_000,
+        now + 2 * day,
+        now + 36_500 * day,
+        MAX_FENCE as u64 - 1,
+        MAX_FENCE as u64,
+        MAX_FENCE as u64 + 1,
+        1 << 63,
+        u64::MAX,
+    ]
+}
+
+/// Deadline values (signed Unix ms) for the deadline field.
+fn special_deadlines() -> Vec<u64> {
+    let now = now_us() / 1000;
+    [
+        0,
+        1,
+        -1,
+        i64::MIN,
+        i64::MAX,
+        i64::MAX - 1,
+        now - 1000,
+        now + 1000,
+        now + 1_000_000_000_000,
+    ]
+    .iter()
+    .map(|d| *d as u64)
+    .collect()
+}
+
+/// A DUMP body of a lock ends with `02 81 <deadline, 8 bytes> 02 81 <fence, 8 bytes> 00`:
+/// each an unsigned module field in the 64-bit length encoding, then the end marker.
+const FENCE_AT_END: usize = 9;
+const DEADLINE_AT_END: usize = 19;
+
+fn put_u64(body: &mut [u8], from_end: usize, value: u64) {
+    if body.len() > from_end {
+        let at = body.len() - from_end;
+        body[at..at + 8].copy_from_slice(&value.to_be_bytes());
+    }
+}
+
+/// Length encodings for the token's length byte: small, 14-bit, 32-bit, 64-bit, and the
+/// special (integer and LZF) string encodings.
+const LENGTH_ENCODINGS: [&[u8]; 14] = [
+    &[0x00],
+    &[0x01],
+    &[0x02],
+    &[0x3f],
+    &[0x40, 0x00],
+    &[0x41, 0x00],
+    &[0x41, 0x01],
+    &[0x7f, 0xff],
+    &[0x80, 0x00, 0x10, 0x00, 0x00],
+    &[0x80, 0xff, 0xff, 0xff, 0xff],
+    &[0x81, 0, 0, 0, 1, 0, 0, 0, 0],
+    &[0xc0, 0x2a],
+    &[0xc2, 0x01, 0x02, 0x03, 0x04],
+    &[0xc3, 0x05, 0x10],
+];
+const SPECIAL_BYTES: [u8; 12] = [0, 1, 2, 5, 0x3f, 0x40, 0x7f, 0x80, 0x81, 0xc0, 0xc3, 0xff];
+
+/// One random mutation (sometimes two or three) of one of the bodies; never the first byte,
+/// the value's RDB type, so that a payload that loads is a lock or nothing.
+fn mutate(rng: &mut Rng, bodies: &[Vec<u8>]) -> (Vec<u8>, &'static str) {
+    let mut body = rng.pick(bodies).clone();
+    let rounds = if rng.chance(20) { rng.range(2, 3) } else { 1 };
+    let mut kind = "";
+    for _ in 0..rounds {
+        let len = body.len() as u64;
+        if len < 2 {
+            break;
+        }
+        let at = rng.range(1, len - 1) as usize;
+        kind = match rng.below(10) {
+            0 => {
+                for _ in 0..rng.range(1, 4) {
+                    let at = rng.range(1, len - 1) as usize;
+                    body[at] ^= 1 << rng.below(8);
+                }
+                "flip"
+            }
+            1 => {
+                body[at] = *rng.pick(&SPECIAL_BYTES);
+                "byte"
+            }
+            2 => {
+                body.truncate(at);
+                "truncate"
+            }
+            3 => {
+                let n = rng.range(1, 40) as usize;
+                body.extend(rng.bytes(n));
+                "extend"
+            }
+            4 => {
+                let n = rng.range(1, 16) as usize;
+                let bytes = rng.bytes(n);
+                body.splice(at..at, bytes);
+                "insert"
+            }
+            5 => {
+                let end = (at + rng.range(1, 16) as usize).min(body.len());
+                body.drain(at..end);
+                "delete"
+            }
+            6 => {
+                let other = rng.pick(bodies);
+                let from = rng.below(other.len() as u64) as usize;
+                body.truncate(at);
+                body.extend_from_slice(&other[from..]);
+                "splice"
+            }
+            7 => {
+                // The token's length: after the type, the module id and the string opcode.
+                let encoding = rng.pick(&LENGTH_ENCODINGS).to_vec();
+                let end = body.len().min(12);
+                body.splice(11.min(end)..end, encoding);
+                "token length"
+            }
+            8 => {
+                put_u64(&mut body, FENCE_AT_END, *rng.pick(&special_fences()));
+                "fence"
+            }
+            _ => {
+                put_u64(&mut body, DEADLINE_AT_END, *rng.pick(&special_deadlines()));
+                "deadline"
+            }
+        };
+    }
+    (body, kind)
+}
+
+/// The RESTORE campaign on one server, and what it found.
+struct Restores {
+    con: redis::Connection,
+    version: Vec<u8>,
+    n: usize,
+    /// The highest fence restored or granted so far: new grants must exceed it.
+    highest: i64,
+    kept: Vec<String>,
+    exhausted: Vec<String>,
+    counts: Counts,
+    violations: Violations,
+}
+
+impl Restores {
+    fn restore(&mut self, body: &[u8], kind: &str) {
+        self.n += 1;
+        let key = format!("restored:{}", self.n);
+        let payload = signed_dump(body, &self.version);
+        let ttl: &[u8] = if self.n.is_multiple_of(5) {
+            b"60000"
+        } else {
+            b"0"
+        };
+        let args = [b"RESTORE", key.as_bytes(), ttl, &payload];
+        self.counts.bump("payloads_restored");
+        match try_call(&mut self.con, &args) {
+            Ok(Value::Okay) => {
+                self.counts.bump("payloads_accepted");
+                self.counts.bump(&format!("accepted_by_{kind}"));
+                self.check_accepted(&key, kind);
+            }
+            Ok(other) => self.violation(format!("RESTORE ({kind}) answered {other:?}")),
+            Err(e) => {
+                self.counts.bump("payloads_refused");
+                if !e.starts_with("ERR") {
+                    self.violation(format!("RESTORE ({kind}) refused with {e}"));
+                }
+                if int(call(&mut self.con, &[b"EXISTS", key.as_bytes()])) != 0 {
+                    self.violation(format!("a refused RESTORE ({kind}) left {key}"));
+                }
+                self.probe(&format!("refused ({kind})"), true);
+            }
+        }
+        if self.n.is_multiple_of(100) {
+            let _: String = redis::cmd("PING").query(&mut self.con).unwrap();
+        }
+    }
+
+    fn violation(&self, what: String) {
+        self.violations.add(what);
+    }
+
+    fn check_new_fence(&mut self, fence: i64, after: &str) {
+        if fence <= self.highest {
+            self.violation(format!(
+                "a grant after a restore {after} has fence {fence} <= {}",
+                self.highest
+            ));
+        }
+        self.highest = fence;
+    }
+
+    /// A grant on another key: above every fence seen; and after a refused RESTORE, no
+    /// higher than the clock allows (a refused payload changes nothing, the fence clock
+    /// included).
+    fn probe(&mut self, after: &str, refused: bool) {
+        let args = [&b"LOCK.ACQUIRE"[..], b"probe", b"1000", b"TOKEN", b"prober"];
+        let reply = try_call(&mut self.con, &args);
+        let now = now_us();
+        match reply {
+            Ok(reply @ Value::Array(_)) => {
+                let (_, fence) = grant(&reply).unwrap();
+                if refused && fence > (self.highest + 1).max(now) + 1000 {
+                    self.violation(format!(
+                        "a RESTORE {after} raised the fence clock from {} to {}",
+                        self.highest,
+                        fence - 1
+                    ));
+                }
+                self.check_new_fence(fence, after);
+            }
+            Err(e) if e.contains("exhausted") => {
+                if refused && self.highest < MAX_FENCE {
+                    self.violation(format!(
+                        "a RESTORE {after} exhausted the fence clock (it was at {})",
+                        self.highest
+                    ));
+                }
+                self.exhausted.push(format!("after a restore {after}: {e}"));
+            }
+            other => self.violation(format!("ACQUIRE after a restore {after}: {other:?}")),
+        }
+        call(&mut self.con, &[b"DEL", b"probe"]);
+    }
+
+    /// Whatever RESTORE accepted behaves as a lock.
+    fn check_accepted(&mut self, key: &str, kind: &str) {
+        let k = key.as_bytes();
+        let kind_of: String = redis::cmd("TYPE").arg(k).query(&mut self.con).unwrap();
+        if kind_of != "fencelock" {
+            self.violation(format!("RESTORE ({kind}) made a {kind_of}"));
+            return;
+        }
+        let held = info(&mut self.con, k);
+        if let Some((fence, _, waiters)) = held {
+            if !(0..=MAX_FENCE).contains(&fence) || waiters != 0 {
+                self.violation(format!(
+                    "restored ({kind}): fence {fence}, waiters {waiters}"
+                ));
+            }
+            self.highest = self.highest.max(fence);
+        }
+        let wrong: &[u8] = b"not-the-owner\xfe";
+        for args in [
+            &[&b"LOCK.RELEASE"[..], k, wrong][..],
+            &[b"LOCK.RENEW", k, wrong, b"1000"],
+        ] {
+            let answer = try_call(&mut self.con, args);
+            if answer != Ok(Value::Int(0)) {
+                self.violation(format!("{args:?} on a restored lock ({kind}): {answer:?}"));
+            }
+        }
+        // Someone else's ACQUIRE: null while the lock is held; once free, a grant above every
+        // fence seen (a restored fence raises the clock). Every tenth restored lock is kept
+        // as it is, for the save and load at the end.
+        let keep = self.n % 10 == 3;
+        if !keep {
+            let intruder = [&b"LOCK.ACQUIRE"[..], k, b"1000", b"TOKEN", wrong];
+            match try_call(&mut self.con, &intruder) {
+                Ok(Value::Nil) if held.is_some() => {}
+                Ok(reply @ Value::Array(_)) if held.is_none() => {
+                    let (_, fence) = grant(&reply).unwrap();
+                    self.check_new_fence(fence, kind);
+                }
+                Err(e) if e.contains("exhausted") => {
+                    self.exhausted
+                        .push(format!("on a restored lock ({kind}): {e}"));
+                }
+                other => self.violation(format!(
+                    "someone else's ACQUIRE on a restored lock ({kind}, held: {held:?}): {other:?}"
+                )),
+            }
+            call(&mut self.con, &[b"DEL", k]);
+        } else {
+            self.kept.push(key.to_string());
+        }
+        self.probe(&format!("accepted ({kind})"), false);
+    }
+}
+
+/// Real DUMP payloads of locks (short, 32-hex, UUID, long and 256-byte tokens), mutated
+/// thousands of times and re-signed with a valid CRC-64 so that the server hands them to the
+/// module: the server survives, a payload that loads behaves as a lock, and the server still
+/// grants new locks afterwards (a restored fence must not exhaust the fence clock).
+#[test]
+fn mutated_restore_payloads_never_crash_the_server_and_load_only_as_locks() {
+    const TEST: &str = "mutated RESTORE";
+    let srv = Server::start();
+    let mut con = srv.conn();
+    let mut rng = Rng::new(5);
+    let tokens: Vec<Option<Vec<u8>>> = vec![
+        Some(b"abc".to_vec()),
+        None,
+        Some(b"123e4567-e89b-12d3-a456-426614174000".to_vec()),
+        Some(rng.bytes(200)),
+        Some(vec![b'z'; 256]),
+    ];
+    let mut bodies = Vec::new();
+    let mut version = Vec::new();
+    for (i, token) in tokens.iter().enumerate() {
+        let key = format!("source:{i}");
+        let mut args: Vec<&[u8]> = vec![b"LOCK.ACQUIRE", key.as_bytes(), b"600000"];
+        if let Some(token) = token {
+            args.extend([&b"TOKEN"[..], token]);
+        }
+        grant(&call(&mut con, &args)).unwrap();
+        let Value::BulkString(dump) = call(&mut con, &[b"DUMP", key.as_bytes()]) else {
+            panic!("no dump of {key}")
+        };
+        let (body, footer) = dump.split_at(dump.len() - 10);
+        version = footer[..2].to_vec();
+        assert_eq!(signed_dump(body, &version), dump);
+        let n = body.len();
+        assert_eq!(
+            (
+                body[n - 21],
+                body[n - 20],
+                body[n - 11],
+                body[n - 10],
+                body[n - 1]
+            ),
+            (2, 0x81, 2, 0x81, 0),
+            "the layout of a lock's DUMP body changed: {body:?}"
+        );
+        bodies.push(body.to_vec());
+    }
+    let highest = fence_of(&mut con, b"source:4").unwrap();
+    let mut run = Restores {
+        con,
+        version,
+        n: 0,
+        highest,
+        kept: Vec::new(),
+        exhausted: Vec::new(),
+        counts: Counts::default(),
+        violations: Violations::default(),
+    };
+    // Every special deadline and fence (in rising order) in every payload, also with the
+    // module's end marker broken (the server refuses those after the module has read the
+    // fence), then random mutations.
+    for deadline in special_deadlines() {
+        for body in &bodies {
+            let mut b = body.clone();
+            put_u64(&mut b, DEADLINE_AT_END, deadline);
+            run.restore(&b, "deadline");
+        }
+    }
+    for fence in special_fences() {
+        for body in &bodies {
+            let mut b = body.clone();
+            put_u64(&mut b, FENCE_AT_END, fence);
+            *b.last_mut().unwrap() = 1;
+            run.restore(&b, "fence, no end marker");
+            *b.last_mut().unwrap() = 0;
+            run.restore(&b, "fence");
+        }
+    }
+    for _ in 0..scaled(15_000) {
+        let (body, kind) = mutate(&mut rng, &bodies);
+        run.restore(&body, kind);
+    }
+    srv.assert_alive();
+    // What was restored also survives a save and load: a lock held for a while yet is
+    // back with its fence; others are free or gone.
+    let before: Vec<_> = (run.kept.iter())
+        .map(|key| info(&mut run.con, key.as_bytes()))
+        .collect();
+    assert_eq!(call(&mut run.con, &[b"DEBUG", b"RELOAD"]), Value::Okay);
+    srv.assert_alive();
+    for (key, before) in run.kept.iter().zip(before) {
+        let kind_of: String = redis::cmd("TYPE").arg(key).query(&mut run.con).unwrap();
+        assert!(
+            ["fencelock", "none"].contains(&kind_of.as_str()),
+            "{key}: {kind_of}"
+        );
+        if let Some((fence, ttl, _)) = before.filter(|b| b.1 > 60_000) {
+            let after = fence_of(&mut run.con, key.as_bytes());
+            assert_eq!(after, Some(fence), "{key} (ttl {ttl}) after DEBUG RELOAD");
+        }
+    }
+    run.counts.add("kept_through_debug_reload", run.kept.len());
+    run.counts.add("acquire_exhausted", run.exhausted.len());
+    run.counts.print(TEST);
+    let after = try_call(&mut run.con, &[b"LOCK.ACQUIRE", b"after-campaign", b"1000"]);
+    assert!(
+        matches!(after, Ok(Value::Array(_))),
+        "ACQUIRE on a new key after the RESTORE campaign: {after:?}; {} ACQUIREs failed, the \
+         first {:?}; violations: {:?}",
+        run.exhausted.len(),
+        run.exhausted.first(),
+        run.violations.0.lock().unwrap().first()
+    );
+    assert!(run.exhausted.is_empty(), "{:?}", run.exhausted.first());
+    run.violations.assert_none(TEST);
 }
