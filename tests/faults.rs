@@ -1568,3 +1568,621 @@ fn mutated_restore_payloads_never_crash_the_server_and_load_only_as_locks() {
     assert!(run.exhausted.is_empty(), "{:?}", run.exhausted.first());
     run.violations.assert_none(TEST);
 }
+
+// ---------------------------------------------------------------------------------------
+// 6. Random argument vectors, in every calling context
+
+const SENTINELS: usize = 4;
+const PLAYGROUND: usize = 6;
+
+#[derive(Clone, Copy, Debug)]
+enum Target {
+    /// Keys the well-formed calls play with.
+    Play(usize),
+    /// Locks held for an hour by a known owner: no call here may change them.
+    Sentinel(usize),
+    /// A string key.
+    Plain,
+    /// A key that never exists.
+    Ghost,
+}
+
+fn key_name(target: Target) -> Vec<u8> {
+    match target {
+        Target::Play(i) => format!("play:{i}\x00\u{e9}").into_bytes(),
+        Target::Sentinel(i) => format!("sentinel:{i}").into_bytes(),
+        Target::Plain => b"plain".to_vec(),
+        Target::Ghost => b"ghost".to_vec(),
+    }
+}
+
+#[derive(Clone, Copy, PartialEq, Debug)]
+enum Context {
+    Plain,
+    Multi,
+    Eval,
+    Fcall,
+}
+
+/// What the contract says a call answers.
+#[derive(Clone, Debug)]
+enum Expect {
+    /// Malformed (or an internal command): an error reply, nothing changed.
+    Error,
+    /// `[token, fence]` or null; `token` None: a server-made token.
+    Grant(usize, Option<Vec<u8>>),
+    Null,
+    ZeroOrOne,
+    Zero,
+    WrongType,
+    /// LOCK.INFO of a play key: null or the fence of its last grant.
+    InfoOf(usize),
+    InfoFence(i64),
+}
+
+const VALID_TTLS: [&[u8]; 9] = [
+    b"1",
+    b"2",
+    b"10",
+    b"100",
+    b"5000",
+    b"60000",
+    b"3600000",
+    b"1000000000000",
+    b"1000000000000000",
+];
+const BAD_TTLS: [&[u8]; 17] = [
+    b"0",
+    b"-1",
+    b"-100",
+    b"abc",
+    b"",
+    b"1.5",
+    b"+5",
+    b" 5",
+    b"5 ",
+    b"0x10",
+    b"1e3",
+    b"9223372036854775807",
+    b"9223372036854775806",
+    b"-9223372036854775808",
+    b"18446744073709551615",
+    b"99999999999999999999",
+    b"\x00",
+];
+/// Timeouts for a plain call, which really waits: short.
+const PLAIN_TIMEOUTS: [&[u8]; 4] = [b"1", b"2", b"5", b"10"];
+/// Timeouts where BLOCK is a single attempt (MULTI, scripts, functions).
+const SINGLE_ATTEMPT_TIMEOUTS: [&[u8]; 5] = [b"0", b"1", b"10", b"100000", b"1000000000"];
+const BAD_TIMEOUTS: [&[u8]; 7] = [
+    b"-1",
+    b"abc",
+    b"",
+    b"1.5",
+    b"9223372036854775807",
+    b"-9223372036854775808",
+    b"18446744073709551616",
+];
+const UNKNOWN_OPTIONS: [&[u8]; 10] = [
+    b"NX",
+    b"PX",
+    b"EX",
+    b"KEEPTTL",
+    b"TOKENS",
+    b"BLOCKING",
+    b"TTL",
+    b"",
+    b"\x00",
+    b"T0KEN",
+];
+const INTERNAL_WORDS: [&[u8]; 9] = [
+    b"ghost",
+    b"tok",
+    b"0",
+    b"1",
+    b"-1",
+    b"99999999999999999",
+    b"4611686018427387903",
+    b"9223372036854775807",
+    b"",
+];
+/// Owners that come back, so that retries by the same token happen.
+const OWNERS: [&[u8]; 5] = [
+    b"a",
+    b"owner",
+    b"x\x00y",
+    b"0123456789abcdef0123456789abcdef",
+    b"123e4567-e89b-12d3-a456-426614174000",
+];
+
+struct Argv {
+    rng: Rng,
+    /// (owner token, fence) of each sentinel.
+    sentinels: Vec<(Vec<u8>, i64)>,
+    /// The last grant of each play key.
+    last: Vec<Option<(Vec<u8>, i64)>>,
+    highest: i64,
+    counts: Counts,
+    violations: Violations,
+}
+
+impl Argv {
+    fn option(&mut self, name: &str) -> Vec<u8> {
+        name.bytes()
+            .map(|b| {
+                if self.rng.chance(50) {
+                    b.to_ascii_lowercase()
+                } else {
+                    b
+                }
+            })
+            .collect()
+    }
+
+    fn valid_token(&mut self) -> Vec<u8> {
+        match self.rng.below(4) {
+            0 => self.rng.pick(&OWNERS).to_vec(),
+            1 => {
+                let n = self.rng.range(1, 15) as usize;
+                self.rng.bytes(n)
+            }
+            2 => vec![b'q'; 256],
+            _ => {
+                let n = self.rng.range(16, 256) as usize;
+                self.rng.bytes(n)
+            }
+        }
+    }
+
+    fn bad_token(&mut self) -> Vec<u8> {
+        match self.rng.below(3) {
+            0 => Vec::new(),
+            1 => vec![b't'; 257],
+            _ => {
+                let n = self.rng.range(258, 2000) as usize;
+                self.rng.bytes(n)
+            }
+        }
+    }
+
+    fn target(&mut self) -> Target {
+        match self.rng.below(10) {
+            0..=4 => Target::Play(self.rng.below(PLAYGROUND as u64) as usize),
+            5..=7 => Target::Sentinel(self.rng.below(SENTINELS as u64) as usize),
+            8 => Target::Plain,
+            _ => Target::Ghost,
+        }
+    }
+
+    /// A token for `target` that is not its owner's (for sentinels), or any.
+    fn token_for(&mut self, target: Target) -> Vec<u8> {
+        loop {
+            let token = self.valid_token();
+            match target {
+                Target::Sentinel(i) if token == self.sentinels[i].0 => continue,
+                _ => return token,
+            }
+        }
+    }
+
+    /// TOKEN and BLOCK options in random order and case, each at most once.
+    fn options(&mut self, token: Option<Vec<u8>>, context: Context) -> Vec<Vec<u8>> {
+        let mut parts: Vec<Vec<Vec<u8>>> = Vec::new();
+        if let Some(token) = token {
+            parts.push(vec![self.option("TOKEN"), token]);
+        }
+        if self.rng.chance(40) {
+            let timeout = if context == Context::Plain {
+                self.rng.pick(&PLAIN_TIMEOUTS)
+            } else {
+                self.rng.pick(&SINGLE_ATTEMPT_TIMEOUTS)
+            };
+            parts.push(vec![self.option("BLOCK"), timeout.to_vec()]);
+        }
+        if self.rng.chance(50) {
+            parts.reverse();
+        }
+        parts.concat()
+    }
+
+    /// A well-formed call and what it must answer.
+    fn well_formed(&mut self, context: Context) -> (Vec<Vec<u8>>, Expect) {
+        let mut target = self.target();
+        let command = self.rng.below(4);
+        if command == 0 && matches!(target, Target::Ghost) {
+            target = Target::Play(0); // an ACQUIRE would create the ghost
+        }
+        let key = key_name(target);
+        let ttl = self.rng.pick(&VALID_TTLS).to_vec();
+        match command {
+            0 => {
+                let token = self.rng.chance(70).then(|| self.token_for(target));
+                let mut args = vec![b"LOCK.ACQUIRE".to_vec(), key, ttl];
+                args.extend(self.options(token.clone(), context));
+                let expect = match target {
+                    Target::Play(i) => Expect::Grant(i, token),
+                    Target::Sentinel(_) => Expect::Null,
+                    Target::Plain => Expect::WrongType,
+                    Target::Ghost => unreachable!(),
+                };
+                (args, expect)
+            }
+            1 | 2 => {
+                let token = self.token_for(target);
+                let mut args = vec![b"LOCK.RELEASE".to_vec(), key, token];
+                if command == 1 {
+                    args[0] = b"LOCK.RENEW".to_vec();
+                    args.push(ttl);
+                }
+                let expect = match target {
+                    Target::Play(_) => Expect::ZeroOrOne,
+                    Target::Sentinel(_) | Target::Ghost => Expect::Zero,
+                    Target::Plain => Expect::WrongType,
+                };
+                (args, expect)
+            }
+            _ => {
+                let expect = match target {
+                    Target::Play(i) => Expect::InfoOf(i),
+                    Target::Sentinel(i) => Expect::InfoFence(self.sentinels[i].1),
+                    Target::Ghost => Expect::Null,
+                    Target::Plain => Expect::WrongType,
+                };
+                (vec![b"LOCK.INFO".to_vec(), key], expect)
+            }
+        }
+    }
+
+    /// A call with exactly one thing wrong (or an internal command): it must be refused.
+    fn malformed(&mut self, context: Context) -> Vec<Vec<u8>> {
+        let target = self.target();
+        let key = key_name(target);
+        let owner = match target {
+            Target::Sentinel(i) if self.rng.chance(50) => self.sentinels[i].0.clone(),
+            _ => self.token_for(target),
+        };
+        let ttl = self.rng.pick(&VALID_TTLS).to_vec();
+        let bad_ttl = self.rng.pick(&BAD_TTLS).to_vec();
+        let acquire =
+            |rest: Vec<Vec<u8>>| [vec![b"LOCK.ACQUIRE".to_vec(), key.clone()], rest].concat();
+        match self.rng.below(20) {
+            0 => vec![b"LOCK.ACQUIRE".to_vec()],
+            1 => acquire(vec![]),
+            2 => {
+                let mut args = acquire(vec![bad_ttl]);
+                args.extend(self.options(Some(owner), context));
+                args
+            }
+            3 => acquire(vec![ttl, self.option("TOKEN"), self.bad_token()]),
+            4 => {
+                let mut args = acquire(vec![ttl]);
+                args.extend(self.options(None, context));
+                let name = if self.rng.chance(50) {
+                    "TOKEN"
+                } else {
+                    "BLOCK"
+                };
+                args.push(self.option(name));
+                args
+            }
+            5 => {
+                let timeout = self.rng.pick(&BAD_TIMEOUTS).to_vec();
+                acquire(vec![
+                    ttl,
+                    self.option("BLOCK"),
+                    timeout,
+                    self.option("TOKEN"),
+                    owner,
+                ])
+            }
+            6 => {
+                let other = self.valid_token();
+                acquire(vec![
+                    ttl,
+                    self.option("TOKEN"),
+                    owner,
+                    self.option("TOKEN"),
+                    other,
+                ])
+            }
+            7 => acquire(vec![
+                ttl,
+                self.option("BLOCK"),
+                b"1".to_vec(),
+                self.option("BLOCK"),
+                b"1".to_vec(),
+            ]),
+            8 => {
+                let mut args = acquire(vec![ttl]);
+                args.extend(self.options(Some(owner), context));
+                let unknown = loop {
+                    let word = match self.rng.below(2) {
+                        0 => self.rng.pick(&UNKNOWN_OPTIONS).to_vec(),
+                        _ => {
+                            let n = self.rng.range(1, 8) as usize;
+                            self.rng.bytes(n)
+                        }
+                    };
+                    if !word.eq_ignore_ascii_case(b"TOKEN") && !word.eq_ignore_ascii_case(b"BLOCK")
+                    {
+                        break word;
+                    }
+                };
+                args.push(unknown);
+                if self.rng.chance(50) {
+                    args.push(b"1".to_vec());
+                }
+                args
+            }
+            9 => {
+                let mut args = vec![b"LOCK.RENEW".to_vec(), key, owner, ttl, b"x".to_vec()];
+                args.truncate(self.rng.below(4) as usize + 1);
+                if args.len() == 4 {
+                    args.push(b"extra".to_vec());
+                }
+                args
+            }
+            10 => vec![b"LOCK.RENEW".to_vec(), key, owner, bad_ttl],
+            11 => vec![b"LOCK.RENEW".to_vec(), key, self.bad_token(), ttl],
+            12 => {
+                let mut args = vec![b"LOCK.RELEASE".to_vec(), key, owner, b"x".to_vec()];
+                if self.rng.chance(50) {
+                    args.truncate(self.rng.below(2) as usize + 1);
+                }
+                args
+            }
+            13 => vec![b"LOCK.RELEASE".to_vec(), key, self.bad_token()],
+            14 => {
+                let mut args = vec![b"LOCK.INFO".to_vec()];
+                if self.rng.chance(50) {
+                    args.push(key);
+                    args.push(owner);
+                }
+                args
+            }
+            15..=17 => {
+                let mut args = vec![b"LOCK.APPLY".to_vec()];
+                if self.rng.chance(50) {
+                    // A plausible effect: a lock with a far fence on a key that never exists.
+                    let deadline = (now_us() / 1000 + 1_000_000).to_string();
+                    args.extend([
+                        b"ghost".to_vec(),
+                        b"tok".to_vec(),
+                        deadline.into_bytes(),
+                        b"4611686018427387000".to_vec(),
+                    ]);
+                } else {
+                    for _ in 0..self.rng.below(6) {
+                        args.push(self.rng.pick(&INTERNAL_WORDS).to_vec());
+                    }
+                }
+                args
+            }
+            _ => {
+                let mut args = vec![b"LOCK.CLOCK".to_vec()];
+                for _ in 0..self.rng.below(3) {
+                    args.push(self.rng.pick(&INTERNAL_WORDS).to_vec());
+                }
+                args
+            }
+        }
+    }
+
+    fn call(&mut self, context: Context) -> (Vec<Vec<u8>>, Expect) {
+        if self.rng.chance(50) {
+            self.counts.bump("well_formed");
+            self.well_formed(context)
+        } else {
+            self.counts.bump("malformed");
+            (self.malformed(context), Expect::Error)
+        }
+    }
+
+    /// Check one reply against what was expected; follows the play keys' grants.
+    fn check(&mut self, args: &[Vec<u8>], expect: &Expect, got: Result<Value, String>) {
+        let ok = match (expect, &got) {
+            (Expect::Error, Err(e)) => e.starts_with("ERR ") || e.starts_with("WRONGTYPE "),
+            (Expect::WrongType, Err(e)) => e.starts_with("WRONGTYPE "),
+            (Expect::Null, Ok(Value::Nil)) => true,
+            (Expect::Zero, Ok(Value::Int(0))) => true,
+            (Expect::ZeroOrOne, Ok(Value::Int(0 | 1))) => true,
+            (Expect::InfoFence(f), Ok(v)) => info_reply(v.clone()).map(|i| i.0) == Some(*f),
+            (Expect::InfoOf(i), Ok(v)) => {
+                let fence = info_reply(v.clone()).map(|i| i.0);
+                fence.is_none() || fence == self.last[*i].as_ref().map(|l| l.1)
+            }
+            (Expect::Grant(_, _), Ok(Value::Nil)) => true,
+            (Expect::Grant(i, token), Ok(Value::Array(items))) => match items.as_slice() {
+                [Value::BulkString(t), Value::Int(fence)] => self.granted(*i, token, t, *fence),
+                _ => false,
+            },
+            _ => false,
+        };
+        self.counts.bump(if got.is_ok() {
+            "replies"
+        } else {
+            "error_replies"
+        });
+        if !ok {
+            let shown: Vec<String> = args
+                .iter()
+                .map(|a| String::from_utf8_lossy(&a[..a.len().min(40)]).into_owned())
+                .collect();
+            self.violations
+                .add(format!("{shown:?}: expected {expect:?}, got {got:?}"));
+        }
+    }
+
+    /// A grant on a play key: the asked or a server-made token; the same fence as the last
+    /// grant only for the same token (an idempotent retry), otherwise above every fence.
+    fn granted(&mut self, i: usize, asked: &Option<Vec<u8>>, token: &[u8], fence: i64) -> bool {
+        let token_ok = match asked {
+            Some(asked) => asked == token,
+            None => token.len() == 32 && token.iter().all(|b| b"0123456789abcdef".contains(b)),
+        };
+        let fence_ok = match &self.last[i] {
+            Some((t, f)) if *f == fence => t == token,
+            _ => fence > self.highest,
+        };
+        self.counts.bump("grants");
+        self.highest = self.highest.max(fence);
+        self.last[i] = Some((token.to_vec(), fence));
+        token_ok && fence_ok
+    }
+}
+
+/// The locks and keys no call may change, as DEBUG DIGEST-VALUE sees them.
+fn untouched(con: &mut redis::Connection) -> Value {
+    let mut args: Vec<Vec<u8>> = vec![b"DEBUG".to_vec(), b"DIGEST-VALUE".to_vec()];
+    args.extend((0..SENTINELS).map(|i| key_name(Target::Sentinel(i))));
+    args.extend([key_name(Target::Plain), key_name(Target::Ghost)]);
+    call(con, &refs(&args))
+}
+
+/// MULTI, the calls, EXEC: each call's reply, or None where it did not run because a call
+/// was refused while queueing (its error is its reply, and EXEC answers EXECABORT).
+fn run_transaction(
+    con: &mut redis::Connection,
+    batch: &[(Vec<Vec<u8>>, Expect)],
+) -> Vec<Option<Result<Value, String>>> {
+    assert_eq!(call(con, &[b"MULTI"]), Value::Okay);
+    let queued: Vec<Result<Value, String>> = (batch.iter())
+        .map(|(args, _)| try_call(con, &refs(args)))
+        .collect();
+    // Not `query`, which turns the first error inside the reply into the reply.
+    let exec = redis::ConnectionLike::req_command(con, &redis::cmd("EXEC"));
+    if queued.iter().any(Result::is_err) {
+        let exec = reply_or_error(exec);
+        assert!(
+            matches!(&exec, Err(e) if e.starts_with("EXECABORT")),
+            "{exec:?}"
+        );
+        return queued.into_iter().map(|q| q.err().map(Err)).collect();
+    }
+    match exec.unwrap() {
+        Value::Array(items) => items
+            .into_iter()
+            .map(|v| Some(reply_or_error(Ok(v))))
+            .collect(),
+        other => panic!("EXEC: {other:?}"),
+    }
+}
+
+const PCALL: &[u8] = b"return redis.pcall(unpack(ARGV))";
+
+/// Thousands of random calls to every LOCK command, well-formed (valid-looking: right arity,
+/// numbers near the limits, tokens of 1 and 256 bytes, options in any case and order) and
+/// malformed (one thing wrong: arity, ttl 0/-1/overflowing, tokens of 0 or 257+ bytes,
+/// unknown or repeated options, bad timeouts) plus the internal LOCK.APPLY and LOCK.CLOCK, as
+/// plain calls, inside MULTI/EXEC, EVAL (`redis.pcall`) and FCALL: each answers per the
+/// contract, the malformed ones change nothing, and the server stays up.
+#[test]
+fn random_argument_vectors_in_every_context_answer_per_contract() {
+    const TEST: &str = "random argv";
+    let srv = Server::start();
+    let mut con = srv.conn();
+    call(&mut con, &[b"SET", b"plain", b"value"]);
+    let library = format!(
+        "#!lua name=chaos\nredis.register_function('chaos_pcall', function(keys, args) {} end)",
+        "return redis.pcall(unpack(args))"
+    );
+    call(
+        &mut con,
+        &[b"FUNCTION", b"LOAD", b"REPLACE", library.as_bytes()],
+    );
+    let mut sentinels = Vec::new();
+    for i in 0..SENTINELS {
+        let owner = format!("sentinel-owner-{i}");
+        let key = key_name(Target::Sentinel(i));
+        let fence = acquire(
+            &mut con,
+            std::str::from_utf8(&key).unwrap(),
+            3_600_000,
+            &owner,
+        )
+        .unwrap();
+        sentinels.push((owner.into_bytes(), fence));
+    }
+    let mut run = Argv {
+        rng: Rng::new(6),
+        highest: sentinels.iter().map(|s| s.1).max().unwrap(),
+        sentinels,
+        last: vec![None; PLAYGROUND],
+        counts: Counts::default(),
+        violations: Violations::default(),
+    };
+    let snapshot = untouched(&mut con);
+    let total = scaled(15_000);
+    let mut calls = 0;
+    while calls < total {
+        let context = *run.rng.pick(&[
+            Context::Plain,
+            Context::Plain,
+            Context::Multi,
+            Context::Eval,
+            Context::Fcall,
+        ]);
+        let batch: Vec<(Vec<Vec<u8>>, Expect)> = (0..if context == Context::Multi {
+            run.rng.range(1, 6)
+        } else {
+            1
+        })
+            .map(|_| run.call(context))
+            .collect();
+        calls += batch.len();
+        run.counts
+            .add(&format!("calls_{context:?}").to_lowercase(), batch.len());
+        // None: not run (a transaction aborted by a call refused while queueing).
+        let replies: Vec<Option<Result<Value, String>>> = match context {
+            Context::Plain => vec![Some(try_call(&mut con, &refs(&batch[0].0)))],
+            Context::Eval | Context::Fcall => {
+                let (head, name): (&[u8], &[u8]) = if context == Context::Eval {
+                    (b"EVAL", PCALL)
+                } else {
+                    (b"FCALL", b"chaos_pcall")
+                };
+                let mut args = vec![head, name, b"0"];
+                args.extend(refs(&batch[0].0));
+                vec![Some(try_call(&mut con, &args))]
+            }
+            Context::Multi => run_transaction(&mut con, &batch),
+        };
+        assert_eq!(replies.len(), batch.len());
+        for ((args, expect), got) in batch.iter().zip(replies) {
+            match got {
+                Some(got) => run.check(args, expect, got),
+                None => run.counts.bump("not_run_in_aborted_multi"),
+            }
+        }
+        let now = untouched(&mut con);
+        if now != snapshot {
+            run.violations.add(format!(
+                "{batch:?} changed the sentinels, the string key or the ghost"
+            ));
+            break;
+        }
+        if calls % 500 < batch.len() {
+            // Start the play keys afresh now and then (a huge ttl keeps them held).
+            let mut del: Vec<Vec<u8>> = vec![b"DEL".to_vec()];
+            del.extend((0..PLAYGROUND).map(|i| key_name(Target::Play(i))));
+            call(&mut con, &refs(&del));
+            run.last = vec![None; PLAYGROUND];
+            srv.assert_alive();
+        }
+    }
+    srv.assert_alive();
+    wait_for("no blocked clients", || blocked_clients(&mut con) == 0);
+    // LOCK.APPLY and LOCK.CLOCK with far fences did not raise the fence clock.
+    let fresh = acquire(&mut con, "fresh", 1000, "me").unwrap();
+    assert!(
+        fresh > run.highest && fresh < now_us() + 3_600_000_000,
+        "{fresh}"
+    );
+    for (i, (owner, fence)) in run.sentinels.iter().enumerate() {
+        let key = key_name(Target::Sentinel(i));
+        assert_eq!(fence_of(&mut con, &key), Some(*fence));
+        assert_eq!(int(call(&mut con, &[b"LOCK.RELEASE", &key, owner])), 1);
+    }
+    run.counts.print(TEST);
+    run.violations.assert_none(TEST);
+}
