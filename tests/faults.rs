@@ -447,7 +447,7 @@ fn a_fenced_resource_stays_consistent_under_contention_expiry_and_disconnects() 
         counts: Counts::default(),
         violations: Violations::default(),
     };
-    let until = Instant::now() + scaled_ms(8000);
+    let until = Instant::now() + scaled_ms(20_000);
     thread::scope(|s| {
         for client in 0..scaled(16) {
             let (srv, shared) = (&srv, &shared);
@@ -787,7 +787,7 @@ fn failover_with_lost_writes_never_reissues_a_fence_or_an_acknowledged_lock() {
     let (counts, violations) = (Counts::default(), Violations::default());
     let mut primary = Server::start();
     let mut highest = 0;
-    for round in 0..scaled(2) {
+    for round in 0..scaled(4) {
         let (promoted, h) = failover_round(&mut primary, 0, round, highest, &counts, &violations);
         primary = promoted;
         highest = h;
@@ -1006,7 +1006,7 @@ fn kill_and_restart_with_aof(fsync: &str, preamble: &str) {
     let mut srv = Server::start_with(&[], &config);
     let mut taken = Taken::default();
     let counts = Counts::default();
-    for cycle in 0..scaled(2) {
+    for cycle in 0..scaled(3) {
         let batches: Vec<Taken> = thread::scope(|s| {
             let srv = &srv;
             let handles: Vec<_> = (0..4)
@@ -1530,7 +1530,7 @@ fn mutated_restore_payloads_never_crash_the_server_and_load_only_as_locks() {
             run.restore(&b, "fence");
         }
     }
-    for _ in 0..scaled(15_000) {
+    for _ in 0..scaled(50_000) {
         let (body, kind) = mutate(&mut rng, &bodies);
         run.restore(&body, kind);
     }
@@ -2112,7 +2112,7 @@ fn random_argument_vectors_in_every_context_answer_per_contract() {
         violations: Violations::default(),
     };
     let snapshot = untouched(&mut con);
-    let total = scaled(15_000);
+    let total = scaled(50_000);
     let mut calls = 0;
     while calls < total {
         let context = *run.rng.pick(&[
