@@ -171,6 +171,21 @@ fn call_or_gone(con: &mut redis::Connection, args: &[&[u8]]) -> Option<Value> {
     }
 }
 
+/// A connection whose replies may take 10 s at most (no test waits for longer), or None if
+/// the server is gone.
+fn connect(port: u16) -> Option<redis::Connection> {
+    let con = redis::Client::open(format!("redis://127.0.0.1:{port}/"))
+        .ok()?
+        .get_connection()
+        .ok()?;
+    con.set_read_timeout(Some(Duration::from_secs(10))).ok()?;
+    Some(con)
+}
+
+fn conn(srv: &Server) -> redis::Connection {
+    connect(srv.port).expect("cannot connect to the server")
+}
+
 fn acquire_args(key: &str, ttl_ms: u64, token: &str) -> Vec<Vec<u8>> {
     vec![
         b"LOCK.ACQUIRE".to_vec(),
@@ -182,7 +197,7 @@ fn acquire_args(key: &str, ttl_ms: u64, token: &str) -> Vec<Vec<u8>> {
 }
 
 fn wait_replica_link(replica: &Server) {
-    let mut con = replica.conn();
+    let mut con = conn(replica);
     wait_for("the replica link", || {
         info_field(&mut con, "replication", "master_link_status").as_deref() == Some("up")
     });
@@ -308,7 +323,7 @@ impl Contention {
 
 fn contend(srv: &Server, shared: &Contention, client: usize, until: Instant) {
     let mut rng = Rng::new(1000 + client as u64);
-    let mut con = srv.conn();
+    let mut con = conn(srv);
     for _ in 0..scaled(5000) {
         if Instant::now() >= until {
             break;
@@ -358,7 +373,7 @@ fn contend(srv: &Server, shared: &Contention, client: usize, until: Instant) {
             0..=9 => {
                 // The holder's connection drops without a release.
                 drop(con);
-                con = srv.conn();
+                con = conn(srv);
                 shared.counts.bump("holding_disconnects");
             }
             10..=21 => {
@@ -454,7 +469,7 @@ fn a_fenced_resource_stays_consistent_under_contention_expiry_and_disconnects() 
             s.spawn(move || contend(srv, shared, client, until));
         }
     });
-    let mut con = srv.conn();
+    let mut con = conn(&srv);
     wait_for("no blocked clients", || blocked_clients(&mut con) == 0);
     assert_eq!(lock_stat(&mut con, "waiting"), 0);
     let mut grants = std::mem::take(&mut *shared.grants.lock().unwrap());
@@ -503,15 +518,6 @@ struct Granted {
     after_cut: bool,
 }
 
-fn connect(port: u16) -> Option<redis::Connection> {
-    let con = redis::Client::open(format!("redis://127.0.0.1:{port}/"))
-        .ok()?
-        .get_connection()
-        .ok()?;
-    con.set_read_timeout(Some(Duration::from_secs(5))).ok()?;
-    Some(con)
-}
-
 /// One client taking (and often releasing) locks from a pool of keys on `port` until
 /// `stop`, or until the server is gone.
 fn load_client(
@@ -526,8 +532,9 @@ fn load_client(
     let Some(mut con) = connect(port) else {
         return out;
     };
+    let until = Instant::now() + scaled_ms(60_000);
     for n in 0..scaled(100_000) {
-        if stop.load(Ordering::SeqCst) {
+        if stop.load(Ordering::SeqCst) || Instant::now() > until {
             break;
         }
         let key = format!("{prefix}:{}", rng.below(256));
@@ -568,8 +575,9 @@ fn acked_client(port: u16, prefix: &str, stop: &AtomicBool, cut: &AtomicBool) ->
     let Some(mut con) = connect(port) else {
         return out;
     };
+    let until = Instant::now() + scaled_ms(60_000);
     for n in 0..scaled(10_000) {
-        if stop.load(Ordering::SeqCst) || cut.load(Ordering::SeqCst) {
+        if stop.load(Ordering::SeqCst) || cut.load(Ordering::SeqCst) || Instant::now() > until {
             break;
         }
         let key = format!("{prefix}:acked:{n}");
@@ -690,8 +698,8 @@ fn failover_round(
     let port = primary.port.to_string();
     let replica = Server::start_with(&[], &["--replicaof", "127.0.0.1", &port]);
     wait_replica_link(&replica);
-    let mut pcon = primary.conn();
-    let mut rcon = replica.conn();
+    let mut pcon = conn(primary);
+    let mut rcon = conn(&replica);
     let prefix = format!("round{round}");
     let (stop, cut) = (AtomicBool::new(false), AtomicBool::new(false));
     let (_listener, dead) = dead_port();
@@ -870,7 +878,7 @@ fn faketime(test: &str, offset: &'static str) -> Option<[(&'static str, &'static
     let offset_us = offset.parse::<i64>().unwrap() * 1_000_000;
     let probe = Server::start_in_env(new_dir(), &[], &[], &env);
     assert_clock_offset(&probe, offset_us);
-    let moved = acquire(&mut probe.conn(), "probe", 1, "probe").unwrap() - now_us();
+    let moved = acquire(&mut conn(&probe), "probe", 1, "probe").unwrap() - now_us();
     if (moved - offset_us).abs() > 500_000 {
         skip(&format!(
             "libfaketime moves the server's clock by {offset} s but not the module's fence \
@@ -884,7 +892,7 @@ fn faketime(test: &str, offset: &'static str) -> Option<[(&'static str, &'static
 
 /// The server's `TIME` is `offset_us` off the test's clock (libfaketime took effect).
 fn assert_clock_offset(srv: &Server, offset_us: i64) {
-    let Value::Array(parts) = call(&mut srv.conn(), &[b"TIME"]) else {
+    let Value::Array(parts) = call(&mut conn(srv), &[b"TIME"]) else {
         panic!("TIME")
     };
     let field = |v: &Value| match v {
@@ -945,7 +953,7 @@ fn release(con: &mut redis::Connection, key: &str, token: &str) -> i64 {
 
 /// One client's locks: most held, some renewed, some released, some handed to a waiter.
 fn take_locks(srv: &Server, prefix: &str, n: usize) -> Taken {
-    let mut con = srv.conn();
+    let mut con = conn(srv);
     let mut taken = Taken::default();
     for i in 0..n {
         let key = format!("{prefix}:{i}");
@@ -1022,7 +1030,7 @@ fn kill_and_restart_with_aof(fsync: &str, preamble: &str) {
         srv.kill();
         srv.restart();
         counts.bump("kill9_restarts");
-        let mut con = srv.conn();
+        let mut con = conn(&srv);
         check_restored(&mut con, &taken);
         let fresh_key = format!("fresh{cycle}");
         let fresh = acquire(&mut con, &fresh_key, 600_000, "fresh").unwrap();
@@ -1116,7 +1124,7 @@ fn a_clock_stepped_back_after_a_crash_that_lost_aof_writes_does_not_reissue_fenc
     srv.set_env(&back);
     srv.restart();
     assert_clock_offset(&srv, -3_000_000);
-    let mut con = srv.conn();
+    let mut con = conn(&srv);
     let highest = kept.highest.max(lost.highest);
     // The synced locks are back; the lost ones are free.
     let mut survived = Taken {
@@ -1461,7 +1469,7 @@ impl Restores {
 fn mutated_restore_payloads_never_crash_the_server_and_load_only_as_locks() {
     const TEST: &str = "mutated RESTORE";
     let srv = Server::start();
-    let mut con = srv.conn();
+    let mut con = conn(&srv);
     let mut rng = Rng::new(5);
     let tokens: Vec<Option<Vec<u8>>> = vec![
         Some(b"abc".to_vec()),
@@ -2080,7 +2088,7 @@ const PCALL: &[u8] = b"return redis.pcall(unpack(ARGV))";
 fn random_argument_vectors_in_every_context_answer_per_contract() {
     const TEST: &str = "random argv";
     let srv = Server::start();
-    let mut con = srv.conn();
+    let mut con = conn(&srv);
     call(&mut con, &[b"SET", b"plain", b"value"]);
     let library = format!(
         "#!lua name=chaos\nredis.register_function('chaos_pcall', function(keys, args) {} end)",
