@@ -20,6 +20,7 @@ pub struct Server {
     child: Child,
     module_args: Vec<String>,
     config: Vec<String>,
+    env: Vec<(String, String)>,
 }
 
 static NEXT_DIR: AtomicUsize = AtomicUsize::new(0);
@@ -65,16 +66,34 @@ impl Server {
 
     /// Start on `dir`, which may hold data files from an earlier server.
     pub fn start_in(dir: PathBuf, module_args: &[&str], config: &[&str]) -> Self {
+        Self::start_in_env(dir, module_args, config, &[])
+    }
+
+    /// Like `start_in`, with extra environment variables for the server process (such as
+    /// `LD_PRELOAD`); `restart` uses them again unless `set_env` changed them.
+    pub fn start_in_env(
+        dir: PathBuf,
+        module_args: &[&str],
+        config: &[&str],
+        env: &[(&str, &str)],
+    ) -> Self {
         let module_args: Vec<String> = module_args.iter().map(|s| s.to_string()).collect();
         let config: Vec<String> = config.iter().map(|s| s.to_string()).collect();
-        let (port, child) = launch(&dir, &module_args, &config);
+        let env = owned_env(env);
+        let (port, child) = launch(&dir, &module_args, &config, &env);
         Server {
             port,
             dir,
             child,
             module_args,
             config,
+            env,
         }
+    }
+
+    /// The environment variables of the next `restart`.
+    pub fn set_env(&mut self, env: &[(&str, &str)]) {
+        self.env = owned_env(env);
     }
 
     /// Kill the server with SIGKILL: no save, no goodbye.
@@ -93,7 +112,7 @@ impl Server {
     /// Start again on the same data directory and settings (after `kill` or `shutdown_save`).
     pub fn restart(&mut self) {
         let _ = self.child.wait();
-        let (port, child) = launch(&self.dir, &self.module_args, &self.config);
+        let (port, child) = launch(&self.dir, &self.module_args, &self.config, &self.env);
         self.port = port;
         self.child = child;
     }
@@ -155,10 +174,22 @@ impl Drop for Server {
     }
 }
 
-fn launch(dir: &std::path::Path, module_args: &[String], config: &[String]) -> (u16, Child) {
+fn owned_env(env: &[(&str, &str)]) -> Vec<(String, String)> {
+    env.iter()
+        .map(|(k, v)| (k.to_string(), v.to_string()))
+        .collect()
+}
+
+fn launch(
+    dir: &std::path::Path,
+    module_args: &[String],
+    config: &[String],
+    env: &[(String, String)],
+) -> (u16, Child) {
     for _attempt in 0..5 {
         let port = free_port();
         let mut cmd = Command::new(server_binary());
+        cmd.envs(env.iter().map(|(k, v)| (k, v)));
         if config.iter().any(|c| c == "--cluster-enabled") {
             // The bus port defaults to port + 10000, which may be taken or out of range.
             cmd.arg("--cluster-port").arg(free_port().to_string());
@@ -236,12 +267,26 @@ pub fn command(args: &[&[u8]]) -> redis::Cmd {
 
 /// Like `call`, but the reply must be an error: returns its full text ("ERR ...").
 pub fn call_err(con: &mut redis::Connection, args: &[&[u8]]) -> String {
-    match command(args).query::<Value>(con) {
-        Ok(Value::ServerError(e)) => format!("{} {}", e.code(), e.details().unwrap_or("")),
+    match try_call(con, args) {
+        Err(text) => text,
         Ok(v) => panic!("expected an error for {args:?}, got {v:?}"),
+    }
+}
+
+/// The reply, or the full text of an error reply ("ERR ...") for calls that may be refused.
+pub fn try_call(con: &mut redis::Connection, args: &[&[u8]]) -> Result<Value, String> {
+    reply_or_error(command(args).query::<Value>(con))
+}
+
+/// A reply value as `try_call` gives it: an error reply (also one nested in an EXEC
+/// reply) becomes its text.
+pub fn reply_or_error(reply: redis::RedisResult<Value>) -> Result<Value, String> {
+    match reply {
+        Ok(Value::ServerError(e)) => Err(format!("{} {}", e.code(), e.details().unwrap_or(""))),
+        Ok(v) => Ok(v),
         Err(e) => {
             let code = e.code().unwrap_or("ERR").to_string();
-            format!("{code} {}", e.detail().unwrap_or(""))
+            Err(format!("{code} {}", e.detail().unwrap_or("")))
         }
     }
 }
@@ -284,7 +329,17 @@ pub fn int(v: Value) -> i64 {
 
 /// LOCK.INFO as (fence, ttl, waiters), or None when free.
 pub fn info(con: &mut redis::Connection, key: &[u8]) -> Option<(i64, i64, i64)> {
-    let pairs: Vec<(Value, Value)> = match call(con, &[b"LOCK.INFO", key]) {
+    info_reply(call(con, &[b"LOCK.INFO", key]))
+}
+
+/// The fence of the lock held at `key` (LOCK.INFO), or None when it is free.
+pub fn fence_of(con: &mut redis::Connection, key: &[u8]) -> Option<i64> {
+    info(con, key).map(|(fence, _, _)| fence)
+}
+
+/// A LOCK.INFO reply (RESP2 or RESP3) as (fence, ttl, waiters), or None for null.
+pub fn info_reply(reply: Value) -> Option<(i64, i64, i64)> {
+    let pairs: Vec<(Value, Value)> = match reply {
         Value::Nil => return None,
         Value::Map(pairs) => pairs,
         Value::Array(flat) => flat
@@ -438,6 +493,32 @@ pub fn dump_of_lock(key: &str, token: &str, ttl_ms: i64, fence: i64) -> Vec<u8> 
         Value::BulkString(payload) => payload,
         other => panic!("no lock to dump: {other:?}\n{}", srv.log()),
     }
+}
+
+/// Redis's CRC-64 (Jones, reflected), as DUMP payloads carry it.
+pub fn crc64(bytes: &[u8]) -> u64 {
+    let mut crc = 0u64;
+    for &b in bytes {
+        crc ^= u64::from(b);
+        for _ in 0..8 {
+            crc = if crc & 1 == 1 {
+                (crc >> 1) ^ 0x95ac_9329_ac4b_c9b5
+            } else {
+                crc >> 1
+            };
+        }
+    }
+    crc
+}
+
+/// A DUMP payload made of a serialized value `body`, the 2-byte RDB `version` and a valid
+/// CRC-64 over both, so the server hands the body to the value's loader.
+pub fn signed_dump(body: &[u8], version: &[u8]) -> Vec<u8> {
+    let mut payload = body.to_vec();
+    payload.extend_from_slice(version);
+    let crc = crc64(&payload);
+    payload.extend_from_slice(&crc.to_le_bytes());
+    payload
 }
 
 /// One command in RESP.
