@@ -104,8 +104,12 @@ unsafe extern "C" fn rdb_load(rdb: *mut raw::RedisModuleIO, encver: c_int) -> *m
             }
             log_io(rdb, &clock::capped_message(fence));
         }
-        // A loaded or restored lock raises the clock: no later grant may undercut it.
-        clock::observe_fence(fence);
+        // A loaded lock raises the clock: no later grant may undercut it. A restored one does
+        // so only once the server has taken the whole payload (its `restore` keyspace event):
+        // a RESTORE refused after this callback must change nothing.
+        if loading(rdb) {
+            clock::observe_fence(fence);
+        }
         count(&STATS.locks);
         Box::into_raw(Box::new(lock)).cast()
     })
@@ -114,22 +118,29 @@ unsafe extern "C" fn rdb_load(rdb: *mut raw::RedisModuleIO, encver: c_int) -> *m
 /// Whether this value arrives by RESTORE (or a slot import) on a primary, which may refuse it,
 /// rather than from a file, a full sync or the replication stream, which must load whole.
 fn restoring_on_primary(rdb: *mut raw::RedisModuleIO) -> bool {
-    let (Some(context_of), Some(flags_of)) = (unsafe {
+    io_flags(rdb).is_some_and(|flags| {
+        flags & raw::REDISMODULE_CTX_FLAGS_MASTER != 0
+            && flags & raw::REDISMODULE_CTX_FLAGS_LOADING == 0
+    })
+}
+
+/// Whether the server is loading data (a file, a full sync, DEBUG RELOAD), not restoring one
+/// key.
+fn loading(rdb: *mut raw::RedisModuleIO) -> bool {
+    io_flags(rdb).is_none_or(|flags| flags & raw::REDISMODULE_CTX_FLAGS_LOADING != 0)
+}
+
+/// The context flags seen from inside an RDB callback.
+fn io_flags(rdb: *mut raw::RedisModuleIO) -> Option<u32> {
+    let (context_of, flags_of) = unsafe {
         (
-            raw::RedisModule_GetContextFromIO,
-            raw::RedisModule_GetContextFlags,
+            raw::RedisModule_GetContextFromIO?,
+            raw::RedisModule_GetContextFlags?,
         )
-    }) else {
-        return false;
     };
     // SAFETY: rdb is the live IO handle of this load; its context lives as long.
     let ctx = unsafe { context_of(rdb) };
-    if ctx.is_null() {
-        return false;
-    }
-    let flags = unsafe { flags_of(ctx) } as u32;
-    flags & raw::REDISMODULE_CTX_FLAGS_MASTER != 0
-        && flags & raw::REDISMODULE_CTX_FLAGS_LOADING == 0
+    (!ctx.is_null()).then(|| unsafe { flags_of(ctx) } as u32)
 }
 
 /// A warning in the server log, from inside an RDB callback.

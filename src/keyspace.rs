@@ -2,6 +2,8 @@
 //! module's moves a lock key's expiry (EXPIRE, PEXPIRE, EXPIREAT, PEXPIREAT, PERSIST, RESTORE
 //! with another ttl), it is put back to the lock's deadline at once, inside that command.
 //!
+//! The same event of RESTORE raises the fence clock to the restored lock's fence.
+//!
 //! Every server does this for itself, primary, replica and AOF replay alike, from the same
 //! lock value, so they agree without the module propagating anything. (An expiry in the past
 //! deletes the key outright, as DEL does, and frees the lock.)
@@ -12,7 +14,9 @@ use std::os::raw::{c_char, c_int};
 use redis_module::{raw, Context, RedisString};
 
 use crate::api;
+use crate::clock;
 use crate::error::{LockError, LockResult};
+use crate::fence::Observed;
 use crate::guard;
 use crate::key::{LockKey, Mode};
 
@@ -37,6 +41,19 @@ pub fn watch(ctx: &Context) -> LockResult<()> {
     Ok(())
 }
 
+/// RESTORE (and MIGRATE's on the receiving side) took a whole lock value: it raises the fence
+/// clock now, so that no later grant undercuts it. (`rdb_load` leaves that to here, because
+/// the server may still refuse the payload after reading the value.)
+fn restored(ctx: &Context, lock_key: &mut LockKey) {
+    let Ok(Some(lock)) = lock_key.lock() else {
+        return;
+    };
+    let fence = lock.fence();
+    if clock::observe_fence(fence) == Observed::Capped {
+        ctx.log_warning(&clock::capped_message(fence));
+    }
+}
+
 unsafe extern "C" fn on_generic_event(
     ctx: *mut raw::RedisModuleCtx,
     _type: c_int,
@@ -54,8 +71,10 @@ unsafe extern "C" fn on_generic_event(
             let key = RedisString::new(None, key);
             // Opening a lock key for writing puts its expiry back to the lock's deadline;
             // another type (WRONGTYPE) is none of the module's business.
-            if let Err(e) = LockKey::open(&ctx, &key, Mode::Write) {
-                if e != LockError::WrongType {
+            match LockKey::open(&ctx, &key, Mode::Write) {
+                Ok(mut lock_key) if event == c"restore" => restored(&ctx, &mut lock_key),
+                Ok(_) | Err(LockError::WrongType) => {}
+                Err(e) => {
                     ctx.log_warning(&format!("lock: could not keep a lock key's expiry: {e}"));
                 }
             }
