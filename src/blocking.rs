@@ -519,7 +519,7 @@ fn run_pending(ctx: &Context, (): ()) {
 }
 
 /// Select the lock's database and name its key, from a timer.
-fn open_name(ctx: &Context, id: &LockId) -> LockResult<RedisString> {
+pub fn open_name(ctx: &Context, id: &LockId) -> LockResult<RedisString> {
     let select = api!(RedisModule_SelectDb)?;
     if unsafe { select(ctx.ctx, id.db) } != raw::REDISMODULE_OK as c_int {
         return Err(LockError::Internal(format!("no database {}", id.db)));

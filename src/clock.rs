@@ -26,7 +26,11 @@ pub fn now_us() -> u64 {
 
 /// The fence of a new grant, now.
 pub fn grant_fence() -> LockResult<u64> {
-    FENCE.grant(now_us(), config::fence_jump_us())
+    FENCE.grant(
+        now_us(),
+        config::fence_jump_us(),
+        config::fence_max_ahead_us(),
+    )
 }
 
 /// Raise the fence clock to a fence loaded, replicated or restored, within

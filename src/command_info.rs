@@ -127,7 +127,7 @@ const DOCS: &[CommandDoc] = &[
 const NO_KEY: u32 = 0;
 
 /// The module's own ACL category: `+@lock` grants the four public commands.
-const MODULE_CATEGORY: &str = "lock";
+const MODULE_CATEGORY: &CStr = c"lock";
 
 /// Attach docs, key specs and ACL categories to every command. On a server without the API
 /// (before 7.0) the commands still work with their legacy key positions; the server copies what
@@ -197,9 +197,8 @@ fn add_module_category(ctx: &Context) -> bool {
     let Some(add) = (unsafe { raw::RedisModule_AddACLCategory }) else {
         return false;
     };
-    let name = CString::new(MODULE_CATEGORY).unwrap_or_default();
     // SAFETY: called during module load with the load context.
-    unsafe { add(ctx.ctx, name.as_ptr()) == raw::REDISMODULE_OK as c_int }
+    unsafe { add(ctx.ctx, MODULE_CATEGORY.as_ptr()) == raw::REDISMODULE_OK as c_int }
 }
 
 /// The command's ACL categories, where the server has them (Redis 7.2+, Valkey). Redis 7.0
@@ -215,7 +214,7 @@ fn set_categories(
     let mut categories = doc.acl.to_string_lossy().into_owned();
     if module_category && doc.public {
         categories.push(' ');
-        categories.push_str(MODULE_CATEGORY);
+        categories.push_str(&MODULE_CATEGORY.to_string_lossy());
     }
     let Ok(categories) = CString::new(categories) else {
         return false;

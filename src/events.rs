@@ -70,7 +70,8 @@ unsafe extern "C" fn on_loading(
     guard::callback((), || match subevent {
         raw::REDISMODULE_SUBEVENT_LOADING_ENDED | raw::REDISMODULE_SUBEVENT_LOADING_FAILED => {
             FENCE.jump_next_grant();
-            stats::serving_from(clock::now_ms().unwrap_or(i64::MAX));
+            // Without a clock reading, count every expiry rather than none.
+            stats::serving_from(clock::now_ms().unwrap_or(0));
         }
         _ => stats::serving_from(i64::MAX),
     })

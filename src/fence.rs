@@ -50,17 +50,22 @@ impl FenceClock {
     }
 
     /// The fence for a new grant at `now_us` (Unix time in microseconds). If a jump is pending
-    /// it lands `jump_us` above `max(last + 1, now)`.
-    pub fn grant(&self, now_us: u64, jump_us: u64) -> LockResult<u64> {
+    /// it lands `jump_us` above `max(last + 1, now)`, but never past `now + max_ahead_us / 2`:
+    /// jumps that follow each other faster than the clock (a crash loop, repeated failovers)
+    /// add up only that far, so the fences stay within reach of any server with the same
+    /// bound, and of its clock if that differs by less than half the bound.
+    pub fn grant(&self, now_us: u64, jump_us: u64, max_ahead_us: u64) -> LockResult<u64> {
         let jump = if self.jump_pending.load(Ordering::SeqCst) {
             jump_us
         } else {
             0
         };
+        let jump_limit = now_us.saturating_add(max_ahead_us / 2);
         let mut next = 0;
         self.last
             .fetch_update(Ordering::SeqCst, Ordering::SeqCst, |last| {
-                next = last.checked_add(1)?.max(now_us).checked_add(jump)?;
+                let plain = last.checked_add(1)?.max(now_us);
+                next = plain.max(plain.saturating_add(jump).min(jump_limit));
                 (next <= MAX_FENCE).then_some(next)
             })
             .map_err(|_| LockError::FenceExhausted)?;
@@ -122,38 +127,58 @@ mod tests {
     #[test]
     fn follows_the_clock_when_it_moves_forward() {
         let c = running();
-        assert_eq!(c.grant(1_000, 50).unwrap(), 1_000);
-        assert_eq!(c.grant(5_000, 50).unwrap(), 5_000);
+        assert_eq!(c.grant(1_000, 50, FAR).unwrap(), 1_000);
+        assert_eq!(c.grant(5_000, 50, FAR).unwrap(), 5_000);
         assert_eq!(c.last(), 5_000);
     }
 
     #[test]
     fn strictly_increases_when_the_clock_stands_still_or_steps_back() {
         let c = running();
-        assert_eq!(c.grant(1_000, 50).unwrap(), 1_000);
-        assert_eq!(c.grant(1_000, 50).unwrap(), 1_001);
-        assert_eq!(c.grant(10, 50).unwrap(), 1_002);
+        assert_eq!(c.grant(1_000, 50, FAR).unwrap(), 1_000);
+        assert_eq!(c.grant(1_000, 50, FAR).unwrap(), 1_001);
+        assert_eq!(c.grant(10, 50, FAR).unwrap(), 1_002);
     }
 
     #[test]
     fn the_first_grant_after_a_start_or_a_promotion_jumps_ahead_once() {
         let c = FenceClock::new();
-        assert_eq!(c.grant(1_000, 50).unwrap(), 1_050, "start-up jump");
-        assert_eq!(c.grant(1_001, 50).unwrap(), 1_051, "no second jump");
+        assert_eq!(c.grant(1_000, 50, FAR).unwrap(), 1_050, "start-up jump");
+        assert_eq!(c.grant(1_001, 50, FAR).unwrap(), 1_051, "no second jump");
         // Promoted while the last fence ran ahead of the clock: above both.
         c.observe(9_000, 2_000, FAR);
         c.jump_next_grant();
-        assert_eq!(c.grant(2_000, 50).unwrap(), 9_051);
+        assert_eq!(c.grant(2_000, 50, FAR).unwrap(), 9_051);
         c.jump_next_grant();
-        assert_eq!(c.grant(20_000, 50).unwrap(), 20_050);
-        assert_eq!(c.grant(20_000, 50).unwrap(), 20_051);
+        assert_eq!(c.grant(20_000, 50, FAR).unwrap(), 20_050);
+        assert_eq!(c.grant(20_000, 50, FAR).unwrap(), 20_051);
+    }
+
+    #[test]
+    fn jumps_add_up_only_to_half_the_bound_ahead_of_the_clock() {
+        let c = FenceClock::new();
+        let fences: Vec<u64> = (0..5)
+            .map(|_| {
+                c.jump_next_grant();
+                c.grant(1_000, 60, 400).unwrap()
+            })
+            .collect();
+        assert_eq!(
+            fences,
+            [1_060, 1_121, 1_182, 1_200, 1_201],
+            "capped at now + 400 / 2"
+        );
+        // A jump never lowers a fence: past the limit it is plain `last + 1`.
+        let d = FenceClock::new();
+        d.observe(5_000, 1_000, FAR);
+        assert_eq!(d.grant(1_000, 60, 400).unwrap(), 5_001);
     }
 
     #[test]
     fn observe_raises_but_never_lowers() {
         let c = running();
         assert_eq!(c.observe(9_000, 0, FAR), Observed::Raised);
-        assert_eq!(c.grant(1_000, 50).unwrap(), 9_001);
+        assert_eq!(c.grant(1_000, 50, FAR).unwrap(), 9_001);
         c.observe(5, 0, FAR);
         assert_eq!(c.last(), 9_001);
     }
@@ -164,7 +189,7 @@ mod tests {
         assert_eq!(c.observe(MAX_FENCE, 1_000, 500), Observed::Capped);
         assert_eq!(c.last(), 1_500);
         assert_eq!(c.observe(1_500, 1_000, 500), Observed::Raised);
-        assert_eq!(c.grant(1_200, 50).unwrap(), 1_501);
+        assert_eq!(c.grant(1_200, 50, FAR).unwrap(), 1_501);
         assert!(within_reach(1_500, 1_000, 500));
         assert!(!within_reach(1_501, 1_000, 500));
         assert!(within_reach(MAX_FENCE, 1, FAR));
@@ -174,15 +199,15 @@ mod tests {
     fn exhaustion_is_an_error_not_a_wrap() {
         let c = running();
         c.observe(MAX_FENCE, 0, FAR);
-        assert_eq!(c.grant(1, 0), Err(LockError::FenceExhausted));
+        assert_eq!(c.grant(1, 0, FAR), Err(LockError::FenceExhausted));
         assert_eq!(c.last(), MAX_FENCE);
         let d = running();
         d.observe(u64::MAX, 0, FAR);
         assert_eq!(d.last(), MAX_FENCE);
-        assert_eq!(d.grant(1, 0), Err(LockError::FenceExhausted));
+        assert_eq!(d.grant(1, 0, FAR), Err(LockError::FenceExhausted));
         let e = FenceClock::new();
         e.observe(MAX_FENCE - 10, 0, FAR);
-        assert_eq!(e.grant(1, 100), Err(LockError::FenceExhausted));
+        assert_eq!(e.grant(1, 100, FAR), Err(LockError::FenceExhausted));
         assert_eq!(e.last(), MAX_FENCE - 10, "a refused grant changes nothing");
     }
 }

@@ -50,6 +50,25 @@ impl Drop for LiveGuard {
 pub enum Mode {
     Read,
     Write,
+    /// Read without side effects where the server allows it: no access-time or frequency
+    /// touch, no key-miss event or statistics, and (Redis 7.2+, Valkey) no deletion of a key
+    /// found expired.
+    Peek,
+}
+
+/// The open flags of `Mode::Peek` that this server knows.
+fn peek_flags() -> u32 {
+    let quiet = raw::REDISMODULE_OPEN_KEY_NOTOUCH
+        | raw::REDISMODULE_OPEN_KEY_NONOTIFY
+        | raw::REDISMODULE_OPEN_KEY_NOSTATS
+        | raw::REDISMODULE_OPEN_KEY_NOEXPIRE;
+    let known = match unsafe { raw::RedisModule_GetOpenKeyModesAll } {
+        // SAFETY: a plain query of the server.
+        Some(modes) => (unsafe { modes() }) as u32,
+        // Redis 7.0 knows NOTOUCH, and nothing tells it more.
+        None => raw::REDISMODULE_OPEN_KEY_NOTOUCH,
+    };
+    raw::REDISMODULE_READ | (quiet & known)
 }
 
 impl LockKey {
@@ -59,6 +78,7 @@ impl LockKey {
         let flags = match mode {
             Mode::Read => raw::REDISMODULE_READ,
             Mode::Write => raw::REDISMODULE_READ | raw::REDISMODULE_WRITE,
+            Mode::Peek => peek_flags(),
         };
         // SAFETY: ctx and name are live for this command call.
         let key = unsafe { open_key(ctx.ctx, name.inner, flags as c_int) };

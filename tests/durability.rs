@@ -491,7 +491,8 @@ fn the_key_expiry_always_follows_the_lock_deadline() {
         call(&mut con, args);
         near_deadline(&mut con, b"k", 60_000);
     }
-    // Pipelined with the change, the very next command already sees the deadline.
+    // Pipelined with the change, the very next command already sees the deadline (the fix
+    // runs inside the command); Redis 7.0 fixes it right after the command instead.
     let (moved, left): (i64, i64) = redis::pipe()
         .cmd("PEXPIRE")
         .arg("k")
@@ -501,7 +502,12 @@ fn the_key_expiry_always_follows_the_lock_deadline() {
         .query(&mut con)
         .unwrap();
     assert_eq!(moved, 1);
-    assert!(left > 55_000, "{left}");
+    if has_post_notification_jobs(&mut con) {
+        assert!(left > 55_000, "{left}");
+    } else {
+        assert!(left <= 50, "{left}");
+        near_deadline(&mut con, b"k", 60_000);
+    }
     // Past the short expiry asked for, the lock is still held.
     std::thread::sleep(Duration::from_millis(200));
     assert_eq!(acquire(&mut con, "k", 1000, "other"), None);
@@ -696,4 +702,67 @@ fn a_promoted_replica_grants_above_fences_it_never_received() {
     );
     let first = acquire(&mut rcon, "lost:3", 1000, "new").unwrap();
     assert!(first > lost.max_fence, "{first} <= {}", lost.max_fence);
+}
+
+/// The module looks at keys of every type when their expiry changes, without side effects:
+/// a string set with an expiry already past is not deleted inside its own SET (on Redis 7.0
+/// that replicated a DEL ahead of the SET and left the key on the replica for good), and
+/// RESTORE's IDLETIME and FREQ survive.
+#[test]
+fn expiry_events_of_other_keys_are_left_alone() {
+    let primary = Server::start();
+    let replica = primary.replica(&[]);
+    let mut con = primary.conn();
+    let mut rcon = replica.conn();
+    call(&mut con, &[b"SET", b"past", b"v", b"PXAT", b"1"]);
+    call(&mut con, &[b"SET", b"kept", b"v", b"EX", b"1000"]);
+    assert_eq!(int(call(&mut con, &[b"EXISTS", b"past"])), 0);
+    call(&mut con, &[b"WAIT", b"1", b"5000"]);
+    wait_for("the replica to drop the expired string", || {
+        int(call(&mut rcon, &[b"DBSIZE"])) == 1
+    });
+    assert_eq!(int(call(&mut rcon, &[b"EXISTS", b"kept"])), 1);
+
+    let Value::BulkString(dump) = call(&mut con, &[b"DUMP", b"kept"]) else {
+        panic!("no dump")
+    };
+    call(
+        &mut con,
+        &[b"RESTORE", b"idle", b"0", &dump, b"IDLETIME", b"1000"],
+    );
+    let idle = int(call(&mut con, &[b"OBJECT", b"IDLETIME", b"idle"]));
+    assert!(idle >= 1000, "{idle}");
+    call(
+        &mut con,
+        &[b"CONFIG", b"SET", b"maxmemory-policy", b"allkeys-lfu"],
+    );
+    call(&mut con, &[b"RESTORE", b"cold", b"0", &dump, b"FREQ", b"0"]);
+    assert_eq!(int(call(&mut con, &[b"OBJECT", b"FREQ", b"cold"])), 0);
+}
+
+/// Jumps that follow each other faster than the clock add up only to half of
+/// lock.fence-max-ahead, so new fences stay within reach of a server with the same settings.
+#[test]
+fn fence_jumps_add_up_only_to_half_the_bound() {
+    let args = ["fence-jump", "60000", "fence-max-ahead", "100000"];
+    let srv = Server::start_with(&args, &[]);
+    let mut con = srv.conn();
+    let mut fence = 0;
+    for i in 0..4 {
+        call(&mut con, &[b"DEBUG", b"RELOAD"]);
+        let next = acquire(&mut con, &format!("k{i}"), 600_000, "me").unwrap();
+        assert!(next > fence);
+        fence = next;
+    }
+    assert!(fence < now_us() + 51_000_000, "{fence}");
+    let Value::BulkString(dump) = call(&mut con, &[b"DUMP", b"k3"]) else {
+        panic!("no dump")
+    };
+    let other = Server::start_with(&args, &[]);
+    let mut ocon = other.conn();
+    assert_eq!(
+        call(&mut ocon, &[b"RESTORE", b"k3", b"0", &dump]),
+        Value::Okay
+    );
+    assert_eq!(info(&mut ocon, b"k3").map(|i| i.0), Some(fence));
 }

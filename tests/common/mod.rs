@@ -636,11 +636,22 @@ pub fn start_refused(module_args: &[&str]) -> String {
     log
 }
 
-/// Whether this server has ACL categories for module commands (Redis 7.2+ and Valkey; not
-/// Redis 7.0).
-pub fn has_module_acl_categories(con: &mut redis::Connection) -> bool {
+/// Whether this server is newer than Redis 7.0 (Redis 7.2+ or Valkey), the first with the
+/// module APIs below.
+fn after_redis_7_0(con: &mut redis::Connection) -> bool {
     is_valkey()
         || !info_field(con, "server", "redis_version")
             .unwrap_or_default()
             .starts_with("7.0.")
+}
+
+/// Whether this server has ACL categories for module commands.
+pub fn has_module_acl_categories(con: &mut redis::Connection) -> bool {
+    after_redis_7_0(con)
+}
+
+/// Whether this server runs post-notification jobs (writes at the end of the command that
+/// fired a keyspace event).
+pub fn has_post_notification_jobs(con: &mut redis::Connection) -> bool {
+    after_redis_7_0(con)
 }
