@@ -4,6 +4,8 @@
 use std::sync::atomic::Ordering;
 use std::time::{SystemTime, UNIX_EPOCH};
 
+use redis_module::Context;
+
 use crate::api;
 use crate::config;
 use crate::error::LockResult;
@@ -37,6 +39,13 @@ pub fn grant_fence() -> LockResult<u64> {
 /// `lock.fence-max-ahead` of now.
 pub fn observe_fence(fence: u64) -> Observed {
     FENCE.observe(fence, now_us(), config::fence_max_ahead_us())
+}
+
+/// `observe_fence`, with a warning in the log when the fence was too far ahead.
+pub fn observe_fence_or_warn(ctx: &Context, fence: u64) {
+    if observe_fence(fence) == Observed::Capped {
+        ctx.log_warning(&capped_message(fence));
+    }
 }
 
 /// Whether RESTORE may take a lock with this fence: within `lock.fence-max-ahead` of now.

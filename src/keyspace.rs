@@ -28,7 +28,6 @@ use crate::api;
 use crate::blocking;
 use crate::clock;
 use crate::error::{LockError, LockResult};
-use crate::fence::Observed;
 use crate::guard;
 use crate::key::{LockKey, Mode};
 use crate::waiters::LockId;
@@ -80,9 +79,7 @@ unsafe extern "C" fn on_generic_event(
         if EXPIRY_EVENTS.contains(&event) {
             let ctx = Context::new(ctx);
             let key = RedisString::new(None, key);
-            if let Err(e) = on_expiry_event(&ctx, &key, event) {
-                ctx.log_warning(&format!("lock: could not keep a lock key's expiry: {e}"));
-            }
+            warn_if_failed(&ctx, on_expiry_event(&ctx, &key, event));
         }
         raw::REDISMODULE_OK as c_int
     })
@@ -132,13 +129,17 @@ fn follow(ctx: &Context, key: &RedisString, restored: bool) -> LockResult<()> {
     let mut lock_key = LockKey::open(ctx, key, Mode::Write)?;
     if restored {
         if let Some(lock) = lock_key.lock()? {
-            let fence = lock.fence();
-            if clock::observe_fence(fence) == Observed::Capped {
-                ctx.log_warning(&clock::capped_message(fence));
-            }
+            clock::observe_fence_or_warn(ctx, lock.fence());
         }
     }
     Ok(())
+}
+
+/// Keeping an expiry right is best effort inside another command: a failure is logged.
+fn warn_if_failed(ctx: &Context, done: LockResult<()>) {
+    if let Err(e) = done {
+        ctx.log_warning(&format!("lock: could not keep a lock key's expiry: {e}"));
+    }
 }
 
 unsafe extern "C" fn run_job(ctx: *mut raw::RedisModuleCtx, data: *mut c_void) {
@@ -150,9 +151,7 @@ unsafe extern "C" fn run_job(ctx: *mut raw::RedisModuleCtx, data: *mut c_void) {
         let ctx = Context::new(ctx);
         let done =
             blocking::open_name(&ctx, &job.lock).and_then(|key| follow(&ctx, &key, job.restored));
-        if let Err(e) = done {
-            ctx.log_warning(&format!("lock: could not keep a lock key's expiry: {e}"));
-        }
+        warn_if_failed(&ctx, done);
     })
 }
 
@@ -187,9 +186,7 @@ fn on_after_command(ctx: &Context, (): ()) {
                     Ok(())
                 }
             });
-            if let Err(e) = done {
-                ctx.log_warning(&format!("lock: could not keep a lock key's expiry: {e}"));
-            }
+            warn_if_failed(ctx, done);
         }
     })
 }

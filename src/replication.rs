@@ -16,7 +16,7 @@ use redis_module::{raw, Context, ContextFlags, RedisResult, RedisString, RedisVa
 use crate::clock;
 use crate::error::{LockError, LockResult};
 use crate::events;
-use crate::fence::{Observed, FENCE};
+use crate::fence::FENCE;
 use crate::guard;
 use crate::key::{LockKey, Mode};
 use crate::lock::{Lock, INLINE_TEXT_MAX};
@@ -80,7 +80,9 @@ pub fn clock(ctx: &Context, args: Vec<RedisString>) -> RedisResult {
     guard::command(|| {
         effects_only(ctx, "LOCK.CLOCK")?;
         let rest: Vec<&[u8]> = args.iter().skip(1).map(RedisString::as_slice).collect();
-        observe(ctx, parse_clock(&rest)?);
+        // Effects load whole (the primary or the file made them); a fence too far ahead raises
+        // the clock only within lock.fence-max-ahead.
+        clock::observe_fence_or_warn(ctx, parse_clock(&rest)?);
         ctx.replicate_verbatim();
         Ok(RedisValue::SimpleStringStatic("OK"))
     })
@@ -127,14 +129,6 @@ fn write_clock(ctx: &Context, (): ()) {
     ctx.replicate("LOCK.CLOCK", &[fence.as_bytes()][..]);
 }
 
-/// Effects load whole (the primary or the file made them), but a fence too far ahead of this
-/// server's clock raises it only within lock.fence-max-ahead: logged.
-fn observe(ctx: &Context, fence: u64) {
-    if clock::observe_fence(fence) == Observed::Capped {
-        ctx.log_warning(&clock::capped_message(fence));
-    }
-}
-
 fn client_id(ctx: &Context) -> Option<u64> {
     // SAFETY: ctx is live for this command call.
     unsafe { raw::RedisModule_GetClientId }.map(|get| unsafe { get(ctx.ctx) })
@@ -143,7 +137,7 @@ fn client_id(ctx: &Context) -> Option<u64> {
 fn apply_request(ctx: &Context, key: &RedisString, request: ApplyRequest) -> LockResult<()> {
     // Checked (the fence fits) before it may raise the clock.
     let lock = Lock::new(&request.token, request.deadline_ms, request.fence)?;
-    observe(ctx, request.fence);
+    clock::observe_fence_or_warn(ctx, request.fence);
     let mut lock_key = LockKey::open(ctx, key, Mode::Write)?;
     lock_key.store(lock)
 }
