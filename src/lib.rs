@@ -1,5 +1,16 @@
 //! Distributed locks as native Redis/Valkey commands. This file only registers the module;
-//! see the README for what each command does and `lock.rs` for the decisions behind them.
+//! see the README for what each command does, and the `lock-core` crate (`core/`) for the
+//! decisions behind them.
+//!
+//! The layers, each using only those below it:
+//! - `commands`: the LOCK.* commands;
+//! - `server`: the module's one state and what runs on it (hand-offs, timers, blocked
+//!   clients, the data type's callbacks, server and keyspace events, INFO);
+//! - `ffi`: raw server access (API lookups, panic guards, clock, keys, RDB IO, blocked
+//!   clients, timers, effects out, the cluster probe);
+//! - `observe`: counters, notification names, settings and command docs, leaves any layer
+//!   may use;
+//! - `lock_core`: the pure logic.
 //!
 //! The module is registered by hand rather than with the crate's `redis_module!` macro, so that
 //! it loads the same way on every server: settings are checked before they are registered, ACL
@@ -9,31 +20,18 @@
 // The glue is only reachable through the module registration, which unit tests leave out.
 #![cfg_attr(test, allow(dead_code))]
 
-mod blocking;
-mod clock;
-mod command_info;
 mod commands;
-mod config;
-mod datatype;
-mod error;
-mod events;
-mod eviction;
-mod fence;
-mod guard;
-mod info;
-mod key;
-mod keyspace;
-mod lock;
-mod notify;
-mod replication;
-mod request;
-mod stats;
-mod token;
-mod waiters;
+mod ffi;
+mod observe;
+mod server;
 
 #[cfg(not(test))]
 use {
+    commands::{effects, locks},
+    ffi::guard,
+    observe::{command_info, config},
     redis_module::{raw, Context, RedisResult, RedisString},
+    server::{datatype, events, eviction, info, keyspace, state},
     std::os::raw::{c_char, c_int},
 };
 
@@ -107,27 +105,22 @@ fn create_commands(ctx: &Context) -> bool {
     let commands: [CommandEntry; 6] = [
         (
             c"lock.acquire",
-            entry!(commands::acquire),
+            entry!(locks::acquire),
             c"write deny-oom blocking",
             KEY,
         ),
-        (c"lock.renew", entry!(commands::renew), c"write fast", KEY),
-        (
-            c"lock.release",
-            entry!(commands::release),
-            c"write fast",
-            KEY,
-        ),
-        (c"lock.info", entry!(commands::info), c"readonly fast", KEY),
+        (c"lock.renew", entry!(locks::renew), c"write fast", KEY),
+        (c"lock.release", entry!(locks::release), c"write fast", KEY),
+        (c"lock.info", entry!(locks::info), c"readonly fast", KEY),
         (
             c"lock.apply",
-            entry!(replication::apply),
+            entry!(effects::apply),
             c"write deny-script",
             KEY,
         ),
         (
             c"lock.clock",
-            entry!(replication::clock),
+            entry!(effects::clock),
             c"write deny-script",
             NO_KEY,
         ),
@@ -172,7 +165,7 @@ fn init(ctx: &Context, args: &[RedisString]) -> bool {
             )
         };
     }
-    if datatype::LOCK_TYPE.create_data_type(ctx.ctx).is_err()
+    if !datatype::register(ctx)
         || !config::register(ctx, args)
         || !create_commands(ctx)
         || !command_info::register(ctx)
@@ -183,9 +176,8 @@ fn init(ctx: &Context, args: &[RedisString]) -> bool {
     if !info::register(ctx.ctx) {
         ctx.log_warning("could not register the INFO lock section");
     }
-    let subscribed = blocking::init(ctx)
-        .and_then(|()| replication::watch_forks(ctx))
-        .and_then(|()| events::watch_role_and_loading(ctx))
+    let subscribed = state::init(ctx)
+        .and_then(|()| events::watch(ctx))
         .and_then(|()| keyspace::watch(ctx));
     if let Err(e) = subscribed {
         ctx.log_warning(&format!("could not subscribe to server events: {e}"));

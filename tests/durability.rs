@@ -353,6 +353,43 @@ fn an_rdb_written_by_encoding_version_1_still_loads() {
     assert!(acquire(&mut con, "new", 1000, "me").unwrap() > 5_000_000_000_000_000);
 }
 
+/// `tests/fixtures/lock-v1.dump` is `DUMP fixture:dumped` from Redis 7.0 with encoding version
+/// 1 of the lock type: token `dump-owner-v1`, held until 2099 (ttl 2300000000000 ms from
+/// 2026-12-02) with fence 1796174007212028. RESTORE of it must keep working on every server.
+#[test]
+fn a_dump_payload_of_encoding_version_1_still_restores() {
+    // Its fence is the clock of 2026-12-02: allow for a test machine whose clock is behind.
+    let srv = Server::start_with(&["fence-max-ahead", "4611686018427387"], &[]);
+    let mut con = srv.conn();
+    let payload = std::fs::read(
+        std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/lock-v1.dump"),
+    )
+    .unwrap();
+    let reply = call(&mut con, &[b"RESTORE", b"restored", b"0", &payload]);
+    assert_eq!(reply, Value::Okay, "{}", srv.log());
+    let (fence, ttl, waiters) = info(&mut con, b"restored").expect("a held lock");
+    assert_eq!((fence, waiters), (1_796_174_007_212_028, 0));
+    assert!(ttl > 365 * 24 * 3_600_000, "held for years: {ttl}");
+    // The key expires with the lock, whatever RESTORE's ttl said.
+    assert!(int(call(&mut con, &[b"PTTL", b"restored"])) > 365 * 24 * 3_600_000);
+    assert_eq!(acquire(&mut con, "restored", 1000, "intruder"), None);
+    assert_eq!(
+        int(call(
+            &mut con,
+            &[b"LOCK.RENEW", b"restored", b"dump-owner-v1", b"60000"]
+        )),
+        1
+    );
+    assert!(acquire(&mut con, "new", 1000, "me").unwrap() > 1_796_174_007_212_028);
+    assert_eq!(
+        int(call(
+            &mut con,
+            &[b"LOCK.RELEASE", b"restored", b"dump-owner-v1"]
+        )),
+        1
+    );
+}
+
 /// The fence clock, raised far above wall time by a lock that is gone by the time of a
 /// rewrite without the RDB preamble, still holds after a crash and restart.
 #[test]

@@ -1,0 +1,158 @@
+//! Effects: what a primary sends its replicas and writes to its AOF instead of the command a
+//! client typed (which would draw a new token and read the replica's clock). Each effect has
+//! one form here, built by the module in one place for both the replication stream and AOF
+//! rewrites; the parsers read every form an older server ever wrote.
+//!
+//! Forms written so far (all still read):
+//! - `LOCK.APPLY key token deadline fence` (since 0.1): the lock as stored, with the primary's
+//!   own token, absolute deadline (Unix ms) and fence.
+//! - `DEL key` (since 0.1): the lock was freed (released, or a grant taken back).
+//! - `LOCK.CLOCK fence` (since 0.1): the fence clock, written when the server forks, so a
+//!   rewritten AOF without the RDB preamble keeps it.
+
+use std::ffi::CStr;
+
+use crate::compact::INLINE_TEXT_MAX;
+use crate::error::{shown, LockError, LockResult};
+use crate::lock::Lock;
+use crate::request::parse_i64;
+use crate::token::Token;
+
+pub const APPLY_COMMAND: &CStr = c"LOCK.APPLY";
+pub const CLOCK_COMMAND: &CStr = c"LOCK.CLOCK";
+pub const RELEASE_COMMAND: &CStr = c"DEL";
+
+/// One effect, ready to be sent: the key, if any, is the module's to add.
+#[derive(Debug, PartialEq, Eq)]
+pub enum Effect<'a> {
+    /// `LOCK.APPLY key token deadline fence`.
+    Apply {
+        token: &'a [u8],
+        deadline_ms: i64,
+        fence: i64,
+    },
+    /// `DEL key`.
+    Release,
+    /// `LOCK.CLOCK fence`.
+    Clock { fence: i64 },
+}
+
+impl<'a> Effect<'a> {
+    /// The effect that recreates `lock` exactly; `buf` spells a compactly stored token.
+    pub fn apply(lock: &'a Lock, buf: &'a mut [u8; INLINE_TEXT_MAX]) -> Self {
+        Effect::Apply {
+            deadline_ms: lock.deadline_ms,
+            // Below 2^62 by construction of `Lock`.
+            fence: lock.fence() as i64,
+            token: lock.token(buf),
+        }
+    }
+
+    /// The fence clock at `last`.
+    pub fn clock(last: u64) -> Self {
+        Effect::Clock {
+            fence: i64::try_from(last).unwrap_or(i64::MAX),
+        }
+    }
+
+    pub fn command(&self) -> &'static CStr {
+        match self {
+            Effect::Apply { .. } => APPLY_COMMAND,
+            Effect::Release => RELEASE_COMMAND,
+            Effect::Clock { .. } => CLOCK_COMMAND,
+        }
+    }
+}
+
+/// A lock as an APPLY effect carries it, parsed.
+#[derive(Debug, PartialEq, Eq)]
+pub struct Applied {
+    pub token: Token,
+    pub deadline_ms: i64,
+    pub fence: u64,
+}
+
+impl Applied {
+    pub fn into_lock(self) -> LockResult<Lock> {
+        Lock::new(&self.token, self.deadline_ms, self.fence)
+    }
+}
+
+/// The arguments of LOCK.APPLY after the key, in any form ever written.
+pub fn parse_apply(args: &[&[u8]]) -> LockResult<Applied> {
+    match args {
+        [token, deadline, fence] => Ok(Applied {
+            token: Token::parse(token)?,
+            deadline_ms: effect_number("deadline", deadline)?,
+            fence: effect_number("fence", fence)?.unsigned_abs(),
+        }),
+        _ => Err(LockError::WrongArity("lock.apply")),
+    }
+}
+
+/// LOCK.CLOCK's one argument: the fence the clock must reach.
+pub fn parse_clock(args: &[&[u8]]) -> LockResult<u64> {
+    let [fence] = args else {
+        return Err(LockError::WrongArity("lock.clock"));
+    };
+    Ok(effect_number("fence", fence)?.unsigned_abs())
+}
+
+/// A number in an effect command: whole, 0 or more.
+fn effect_number(name: &'static str, bytes: &[u8]) -> LockResult<i64> {
+    parse_i64(bytes)
+        .filter(|n| *n >= 0)
+        .ok_or_else(|| LockError::BadEffectArgument {
+            name,
+            value: shown(bytes),
+        })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn apply_reads_absolute_values() {
+        let r = parse_apply(&[b"tok", b"1700000000000", b"42"]).unwrap();
+        assert_eq!(r.deadline_ms, 1_700_000_000_000);
+        assert_eq!(r.fence, 42);
+        assert_eq!(r.token.as_bytes(), b"tok");
+        assert!(parse_apply(&[b"tok", b"-1", b"42"]).is_err());
+        assert!(parse_apply(&[b"tok", b"1", b"x"]).is_err());
+        assert_eq!(
+            parse_apply(&[b"tok", b"1"]),
+            Err(LockError::WrongArity("lock.apply"))
+        );
+    }
+
+    #[test]
+    fn a_lock_goes_out_and_comes_back_the_same() {
+        let token = Token::parse(b"123e4567-e89b-12d3-a456-426614174000").unwrap();
+        let lock = Lock::new(&token, 1_700_000_000_000, 42).unwrap();
+        let mut buf = [0u8; INLINE_TEXT_MAX];
+        let effect = Effect::apply(&lock, &mut buf);
+        assert_eq!(effect.command(), c"LOCK.APPLY");
+        let Effect::Apply {
+            token,
+            deadline_ms,
+            fence,
+        } = effect
+        else {
+            panic!("{effect:?}");
+        };
+        let (deadline, fence) = (deadline_ms.to_string(), fence.to_string());
+        let back = parse_apply(&[token, deadline.as_bytes(), fence.as_bytes()]).unwrap();
+        assert_eq!(back.into_lock().unwrap(), lock);
+    }
+
+    #[test]
+    fn clock_takes_one_number() {
+        assert_eq!(parse_clock(&[b"77"]), Ok(77));
+        assert_eq!(Effect::clock(77), Effect::Clock { fence: 77 });
+        assert_eq!(Effect::clock(u64::MAX), Effect::Clock { fence: i64::MAX });
+        assert_eq!(parse_clock(&[]), Err(LockError::WrongArity("lock.clock")));
+        assert!(parse_clock(&[b"-3"]).is_err());
+        assert_eq!(Effect::Release.command(), c"DEL");
+    }
+}

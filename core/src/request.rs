@@ -1,0 +1,250 @@
+//! Typed requests parsed from the arguments that follow a command's key.
+//!
+//! Parsing is pure and complete before anything is read or written, so a malformed call
+//! gets its error and changes nothing.
+
+use crate::error::{shown, LockError, LockResult};
+use crate::token::Token;
+
+/// LOCK.ACQUIRE key ttl [TOKEN token] [BLOCK timeout]
+#[derive(Debug, PartialEq, Eq)]
+pub struct AcquireRequest {
+    pub ttl_ms: i64,
+    pub token: Option<Token>,
+    /// `Some(0)` waits without limit.
+    pub block_ms: Option<i64>,
+}
+
+/// LOCK.RENEW key token ttl
+#[derive(Debug, PartialEq, Eq)]
+pub struct RenewRequest {
+    pub token: Token,
+    pub ttl_ms: i64,
+}
+
+impl AcquireRequest {
+    /// `args`: `ttl` and the options. `max_ttl_ms` of 0 means no limit.
+    pub fn parse(args: &[&[u8]], max_ttl_ms: i64) -> LockResult<Self> {
+        let (ttl, options) = args
+            .split_first()
+            .ok_or(LockError::WrongArity("lock.acquire"))?;
+        let ttl_ms = parse_ttl(ttl, max_ttl_ms)?;
+        let mut token = None;
+        let mut block_ms = None;
+        let mut rest = options;
+        while let Some((name, after)) = rest.split_first() {
+            let (option, slot_is_set) = if name.eq_ignore_ascii_case(b"TOKEN") {
+                ("TOKEN", token.is_some())
+            } else if name.eq_ignore_ascii_case(b"BLOCK") {
+                ("BLOCK", block_ms.is_some())
+            } else {
+                return Err(LockError::UnknownOption(shown(name)));
+            };
+            if slot_is_set {
+                return Err(LockError::RepeatedOption(option));
+            }
+            let (value, after) = after.split_first().ok_or(LockError::MissingValue(option))?;
+            if option == "TOKEN" {
+                token = Some(Token::parse(value)?);
+            } else {
+                block_ms = Some(parse_timeout(value)?);
+            }
+            rest = after;
+        }
+        Ok(Self {
+            ttl_ms,
+            token,
+            block_ms,
+        })
+    }
+}
+
+impl RenewRequest {
+    /// `args`: `token ttl`.
+    pub fn parse(args: &[&[u8]], max_ttl_ms: i64) -> LockResult<Self> {
+        let [token, ttl] = args else {
+            return Err(LockError::WrongArity("lock.renew"));
+        };
+        Ok(Self {
+            token: Token::parse(token)?,
+            ttl_ms: parse_ttl(ttl, max_ttl_ms)?,
+        })
+    }
+}
+
+/// LOCK.RELEASE's one argument: `token`.
+pub fn parse_release(args: &[&[u8]]) -> LockResult<Token> {
+    let [token] = args else {
+        return Err(LockError::WrongArity("lock.release"));
+    };
+    Token::parse(token)
+}
+
+fn parse_ttl(bytes: &[u8], max_ttl_ms: i64) -> LockResult<i64> {
+    let ttl = parse_i64(bytes).ok_or_else(|| LockError::TtlNotInteger(shown(bytes)))?;
+    if ttl < 1 {
+        return Err(LockError::TtlNotPositive(ttl));
+    }
+    if max_ttl_ms > 0 && ttl > max_ttl_ms {
+        return Err(LockError::TtlOverMax {
+            ttl,
+            max: max_ttl_ms,
+        });
+    }
+    Ok(ttl)
+}
+
+fn parse_timeout(bytes: &[u8]) -> LockResult<i64> {
+    parse_i64(bytes)
+        .filter(|t| *t >= 0)
+        .ok_or_else(|| LockError::TimeoutInvalid(shown(bytes)))
+}
+
+/// A decimal integer as Redis reads one: an optional `-`, digits, no `+`, no spaces, no
+/// leading zeros, within 64 bits.
+pub fn parse_i64(bytes: &[u8]) -> Option<i64> {
+    let digits = bytes.strip_prefix(b"-").unwrap_or(bytes);
+    let well_formed = !digits.is_empty()
+        && digits.iter().all(u8::is_ascii_digit)
+        && (digits[0] != b'0' || digits.len() == 1)
+        && !(digits == b"0" && digits.len() != bytes.len());
+    if !well_formed {
+        return None;
+    }
+    std::str::from_utf8(bytes).ok()?.parse().ok()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn acquire(args: &[&str]) -> LockResult<AcquireRequest> {
+        let args: Vec<&[u8]> = args.iter().map(|a| a.as_bytes()).collect();
+        AcquireRequest::parse(&args, 0)
+    }
+
+    #[test]
+    fn integers_are_read_as_redis_reads_them() {
+        assert_eq!(parse_i64(b"0"), Some(0));
+        assert_eq!(parse_i64(b"1500"), Some(1500));
+        assert_eq!(parse_i64(b"-7"), Some(-7));
+        assert_eq!(parse_i64(b"9223372036854775807"), Some(i64::MAX));
+        assert_eq!(parse_i64(b"-9223372036854775808"), Some(i64::MIN));
+        for bad in [
+            &b""[..],
+            b"-",
+            b"+5",
+            b" 5",
+            b"5 ",
+            b"05",
+            b"-0",
+            b"1.5",
+            b"1e3",
+            b"9223372036854775808",
+            b"abc",
+            b"\xff",
+        ] {
+            assert_eq!(parse_i64(bad), None, "{bad:?}");
+        }
+    }
+
+    #[test]
+    fn acquire_with_only_a_ttl() {
+        assert_eq!(
+            acquire(&["1000"]),
+            Ok(AcquireRequest {
+                ttl_ms: 1000,
+                token: None,
+                block_ms: None
+            })
+        );
+    }
+
+    #[test]
+    fn acquire_options_in_any_order_and_case() {
+        let r = acquire(&["10", "block", "0", "ToKeN", "me"]).unwrap();
+        assert_eq!(r.block_ms, Some(0));
+        assert_eq!(r.token.unwrap().as_bytes(), b"me");
+        let r = acquire(&["10", "TOKEN", "me", "BLOCK", "250"]).unwrap();
+        assert_eq!(r.block_ms, Some(250));
+    }
+
+    #[test]
+    fn acquire_rejects_bad_ttls() {
+        assert_eq!(acquire(&["0"]), Err(LockError::TtlNotPositive(0)));
+        assert_eq!(acquire(&["-5"]), Err(LockError::TtlNotPositive(-5)));
+        assert_eq!(
+            acquire(&["1.5"]),
+            Err(LockError::TtlNotInteger("1.5".into()))
+        );
+        assert_eq!(acquire(&[]), Err(LockError::WrongArity("lock.acquire")));
+        let args: Vec<&[u8]> = vec![b"501"];
+        assert_eq!(
+            AcquireRequest::parse(&args, 500),
+            Err(LockError::TtlOverMax { ttl: 501, max: 500 })
+        );
+        assert!(AcquireRequest::parse(&[b"500"], 500).is_ok());
+    }
+
+    #[test]
+    fn acquire_rejects_bad_options() {
+        assert_eq!(
+            acquire(&["10", "NX"]),
+            Err(LockError::UnknownOption("NX".into()))
+        );
+        assert_eq!(
+            acquire(&["10", "TOKEN", "a", "token", "b"]),
+            Err(LockError::RepeatedOption("TOKEN"))
+        );
+        assert_eq!(
+            acquire(&["10", "BLOCK", "1", "BLOCK", "1"]),
+            Err(LockError::RepeatedOption("BLOCK"))
+        );
+        assert_eq!(
+            acquire(&["10", "TOKEN"]),
+            Err(LockError::MissingValue("TOKEN"))
+        );
+        assert_eq!(
+            acquire(&["10", "BLOCK"]),
+            Err(LockError::MissingValue("BLOCK"))
+        );
+        assert_eq!(
+            acquire(&["10", "TOKEN", ""]),
+            Err(LockError::TokenLength(0))
+        );
+        assert_eq!(
+            acquire(&["10", "BLOCK", "-1"]),
+            Err(LockError::TimeoutInvalid("-1".into()))
+        );
+        assert_eq!(
+            acquire(&["10", "BLOCK", "soon"]),
+            Err(LockError::TimeoutInvalid("soon".into()))
+        );
+    }
+
+    #[test]
+    fn renew_and_release_take_exact_arguments() {
+        assert_eq!(RenewRequest::parse(&[b"t", b"100"], 0).unwrap().ttl_ms, 100);
+        assert_eq!(
+            RenewRequest::parse(&[b"t"], 0),
+            Err(LockError::WrongArity("lock.renew"))
+        );
+        assert_eq!(
+            RenewRequest::parse(&[b"", b"100"], 0),
+            Err(LockError::TokenLength(0))
+        );
+        assert_eq!(
+            RenewRequest::parse(&[b"t", b"0"], 0),
+            Err(LockError::TtlNotPositive(0))
+        );
+        assert_eq!(parse_release(&[b"t"]).unwrap().as_bytes(), b"t");
+        assert_eq!(
+            parse_release(&[b"t", b"x"]),
+            Err(LockError::WrongArity("lock.release"))
+        );
+        assert_eq!(
+            parse_release(&[&[7u8; 257]]),
+            Err(LockError::TokenLength(257))
+        );
+    }
+}

@@ -1,0 +1,61 @@
+//! The effect commands, run only by replicas (from the primary's link) and AOF replay: the
+//! core's `effect` module says what each form means. `LOCK.APPLY key ...` stores a lock exactly
+//! as the primary made it; `LOCK.CLOCK fence` raises the fence clock.
+
+use lock_core::effect::{parse_apply, parse_clock};
+use lock_core::{LockError, LockResult};
+use redis_module::{Context, ContextFlags, RedisResult, RedisString, RedisValue};
+
+use crate::commands::key_and_rest;
+use crate::ffi::guard;
+use crate::ffi::key::{LockKey, Mode};
+use crate::server::fences;
+
+/// AOF replay runs on a client whose id is UINT64_MAX (`RedisModule_IsAOFClient`).
+const AOF_CLIENT_ID: u64 = u64::MAX;
+
+/// LOCK.APPLY key token deadline fence (and every older form the core reads).
+/// Ordinary clients are refused: only the primary's link and AOF replay may apply effects.
+pub fn apply(ctx: &Context, args: Vec<RedisString>) -> RedisResult {
+    guard::command(|| {
+        effects_only(ctx, "LOCK.APPLY")?;
+        let (key, rest) = key_and_rest(&args, "lock.apply")?;
+        let applied = parse_apply(&rest)?;
+        let fence = applied.fence;
+        // Checked (the fence fits) before it may raise the clock.
+        let lock = applied.into_lock()?;
+        fences::observe_fence_or_warn(ctx, fence);
+        LockKey::open(ctx, key, Mode::Write)?.store(lock)?;
+        // A replica's own AOF must record the effect too (sub-replicas get the primary's
+        // stream proxied; nothing propagates while the AOF itself is loading).
+        ctx.replicate_verbatim();
+        Ok(RedisValue::SimpleStringStatic("OK"))
+    })
+}
+
+/// LOCK.CLOCK fence: raise the fence clock (from the primary's link or AOF replay only).
+pub fn clock(ctx: &Context, args: Vec<RedisString>) -> RedisResult {
+    guard::command(|| {
+        effects_only(ctx, "LOCK.CLOCK")?;
+        let rest: Vec<&[u8]> = args.iter().skip(1).map(RedisString::as_slice).collect();
+        // Effects load whole (the primary or the file made them); a fence too far ahead raises
+        // the clock only within lock.fence-max-ahead.
+        fences::observe_fence_or_warn(ctx, parse_clock(&rest)?);
+        ctx.replicate_verbatim();
+        Ok(RedisValue::SimpleStringStatic("OK"))
+    })
+}
+
+fn effects_only(ctx: &Context, command: &'static str) -> LockResult<()> {
+    let from_primary = ctx.get_flags().contains(ContextFlags::REPLICATED);
+    if from_primary || client_id(ctx) == Some(AOF_CLIENT_ID) {
+        Ok(())
+    } else {
+        Err(LockError::InternalCommand(command))
+    }
+}
+
+fn client_id(ctx: &Context) -> Option<u64> {
+    // SAFETY: ctx is live for this command call.
+    unsafe { redis_module::raw::RedisModule_GetClientId }.map(|get| unsafe { get(ctx.ctx) })
+}

@@ -1,0 +1,71 @@
+//! Sending the core's effects: to replicas and the AOF (`RedisModule_Replicate`), and into a
+//! rewritten AOF (`RedisModule_EmitAOF`). Both take the same format, so one macro spells each
+//! effect for both, and the two can never drift apart.
+
+use std::os::raw::{c_char, c_int, c_longlong};
+
+use lock_core::compact::INLINE_TEXT_MAX;
+use lock_core::effect::Effect;
+use lock_core::lock::Lock;
+use redis_module::{raw, Context, RedisString};
+
+/// Call the variadic server function `$send` with `$first` (a context or an AOF IO handle),
+/// then the effect's command, format and arguments. `$key` is the lock's key, absent only for
+/// LOCK.CLOCK.
+macro_rules! send_effect {
+    ($send:expr, $first:expr, $key:expr, $effect:expr) => {{
+        let command = $effect.command().as_ptr();
+        // SAFETY: each format matches its arguments: "s" a RedisModuleString, "b" a buffer and
+        // its length, "l" a long long; every pointer is live for the call.
+        match *$effect {
+            Effect::Apply {
+                token,
+                deadline_ms,
+                fence,
+            } => unsafe {
+                $send(
+                    $first,
+                    command,
+                    c"sbll".as_ptr(),
+                    $key,
+                    token.as_ptr().cast::<c_char>(),
+                    token.len(),
+                    deadline_ms as c_longlong,
+                    fence as c_longlong,
+                )
+            },
+            Effect::Release => unsafe { $send($first, command, c"s".as_ptr(), $key) },
+            Effect::Clock { fence } => unsafe {
+                $send($first, command, c"l".as_ptr(), fence as c_longlong)
+            },
+        }
+    }};
+}
+
+/// Send `effect` on `key` to replicas and the AOF, after the current command. A failure (which
+/// would mean replicas and the AOF miss a change) is logged.
+pub fn replicate(ctx: &Context, key: *mut raw::RedisModuleString, effect: &Effect) {
+    let sent = match unsafe { raw::RedisModule_Replicate } {
+        Some(replicate) => send_effect!(replicate, ctx.ctx, key, effect),
+        None => raw::REDISMODULE_ERR as c_int,
+    };
+    if sent != raw::REDISMODULE_OK as c_int {
+        ctx.log_warning(&format!(
+            "lock: could not replicate {:?}: replicas and the AOF miss this change",
+            effect.command()
+        ));
+    }
+}
+
+/// Send the lock's state, as stored under `key`, to replicas and the AOF.
+pub fn replicate_lock(ctx: &Context, key: &RedisString, lock: &Lock) {
+    let mut buf = [0u8; INLINE_TEXT_MAX];
+    replicate(ctx, key.inner, &Effect::apply(lock, &mut buf));
+}
+
+/// Write `effect` on `key` into the AOF being rewritten.
+pub fn emit_aof(aof: *mut raw::RedisModuleIO, key: *mut raw::RedisModuleString, effect: &Effect) {
+    if let Some(emit) = unsafe { raw::RedisModule_EmitAOF } {
+        send_effect!(emit, aof, key, effect)
+    }
+}

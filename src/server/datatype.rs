@@ -1,0 +1,268 @@
+//! The lock's Redis data type: how a lock value is saved, loaded, rewritten into the AOF,
+//! measured, digested and freed, plus the module-wide aux data (the fence clock) in RDB files.
+//!
+//! COPY is refused by leaving the `copy` callback out: a grant is unique, and a copy would be
+//! a second lock with the same owner and fence. The server answers
+//! "ERR not supported for this module key".
+
+use std::ffi::c_void;
+use std::os::raw::{c_char, c_int, c_longlong};
+use std::sync::atomic::Ordering;
+
+use lock_core::codec::{self, CURRENT_VERSION};
+use lock_core::compact::INLINE_TEXT_MAX;
+use lock_core::effect::Effect;
+use lock_core::fence::Observed;
+use lock_core::lock::Lock;
+use redis_module::native_types::RedisType;
+use redis_module::raw;
+
+use crate::ffi::rdb::Io;
+use crate::ffi::{clock, guard, key, propagate};
+use crate::observe::config;
+use crate::observe::stats::{count, uncount, STATS};
+use crate::server::{fences, runner, state};
+
+/// `TYPE key` answers this; it is exactly 9 characters, as the server requires.
+pub const TYPE_NAME: &str = "fencelock";
+
+pub static LOCK_TYPE: RedisType = RedisType::new(
+    TYPE_NAME,
+    CURRENT_VERSION,
+    raw::RedisModuleTypeMethods {
+        // Version 4 is what Redis 7.0 knows; Valkey reads it too.
+        version: 4,
+        rdb_load: Some(rdb_load),
+        rdb_save: Some(rdb_save),
+        aof_rewrite: Some(aof_rewrite),
+        mem_usage: Some(mem_usage),
+        digest: Some(digest),
+        free: Some(free),
+        aux_load: Some(aux_load),
+        aux_save: Some(aux_save),
+        aux_save_triggers: raw::REDISMODULE_AUX_BEFORE_RDB as c_int,
+        free_effort: None,
+        unlink: None,
+        copy: None,
+        defrag: Some(defrag),
+        mem_usage2: None,
+        free_effort2: None,
+        unlink2: Some(unlink),
+        copy2: None,
+        aux_save2: None,
+    },
+);
+
+/// Register the type with the server (at load), and give its handle to the key helpers.
+pub fn register(ctx: &redis_module::Context) -> bool {
+    if LOCK_TYPE.create_data_type(ctx.ctx).is_err() {
+        return false;
+    }
+    key::set_lock_type(*LOCK_TYPE.raw_type.borrow());
+    true
+}
+
+unsafe extern "C" fn rdb_save(rdb: *mut raw::RedisModuleIO, value: *mut c_void) {
+    guard::callback((), || {
+        // SAFETY: the server passes a value of this type, a Box<Lock>.
+        if let Some(lock) = unsafe { value.cast::<Lock>().as_ref() } {
+            codec::encode_lock(lock, &mut Io(rdb));
+        }
+    })
+}
+
+/// Every encoding version ever written loads (the server passes the value's own version).
+unsafe extern "C" fn rdb_load(rdb: *mut raw::RedisModuleIO, encver: c_int) -> *mut c_void {
+    guard::callback(std::ptr::null_mut(), || {
+        let io = Io(rdb);
+        let lock = match codec::decode_lock(encver, &mut Io(rdb)) {
+            Ok(lock) => lock,
+            Err(e) => {
+                io.log(&format!(
+                    "a lock value could not be loaded (encoding version {encver}): {e}"
+                ));
+                return std::ptr::null_mut();
+            }
+        };
+        let fence = lock.fence();
+        if !fences::fence_within_reach(fence) {
+            if io.restoring_on_primary() {
+                // A crafted or foreign payload must not poison the fence clock (and through
+                // RESTORE's replication, the replicas'): the server answers "Bad data format".
+                io.log(&format!(
+                    "RESTORE refused a lock whose fence {fence} is more than \
+                     lock.fence-max-ahead ({} ms) ahead of this server's clock",
+                    config::FENCE_MAX_AHEAD.load(Ordering::Relaxed)
+                ));
+                return std::ptr::null_mut();
+            }
+            io.log(&fences::capped_message(fence));
+        }
+        // A loaded lock raises the clock: no later grant may undercut it. A restored one does
+        // so only once the server has taken the whole payload (its `restore` keyspace event):
+        // a RESTORE refused after this callback must change nothing.
+        if io.loading() {
+            fences::observe_fence(fence);
+        }
+        count(&STATS.locks);
+        Box::into_raw(Box::new(lock)).cast()
+    })
+}
+
+/// The lock as the effect command that recreates it, so AOF files without an RDB preamble
+/// restore token, deadline and fence exactly.
+unsafe extern "C" fn aof_rewrite(
+    aof: *mut raw::RedisModuleIO,
+    key: *mut raw::RedisModuleString,
+    value: *mut c_void,
+) {
+    guard::callback((), || {
+        // SAFETY: the server passes a value of this type.
+        let Some(lock) = (unsafe { value.cast::<Lock>().as_ref() }) else {
+            return;
+        };
+        let mut buf = [0u8; INLINE_TEXT_MAX];
+        propagate::emit_aof(aof, key, &Effect::apply(lock, &mut buf));
+    })
+}
+
+unsafe extern "C" fn mem_usage(value: *const c_void) -> usize {
+    guard::callback(0, || {
+        // SAFETY: the server passes a value of this type.
+        unsafe { value.cast::<Lock>().as_ref() }
+            .map_or(0, |lock| std::mem::size_of::<Lock>() + lock.heap_bytes())
+    })
+}
+
+unsafe extern "C" fn digest(md: *mut raw::RedisModuleDigest, value: *mut c_void) {
+    guard::callback((), || {
+        // SAFETY: the server passes a value of this type.
+        let Some(lock) = (unsafe { value.cast::<Lock>().as_ref() }) else {
+            return;
+        };
+        let (Some(add_buffer), Some(add_long), Some(end)) = (unsafe {
+            (
+                raw::RedisModule_DigestAddStringBuffer,
+                raw::RedisModule_DigestAddLongLong,
+                raw::RedisModule_DigestEndSequence,
+            )
+        }) else {
+            return;
+        };
+        let mut buf = [0u8; INLINE_TEXT_MAX];
+        let token = lock.token(&mut buf);
+        unsafe {
+            add_buffer(md, token.as_ptr().cast::<c_char>().cast_mut(), token.len());
+            add_long(md, lock.deadline_ms);
+            add_long(md, lock.fence() as c_longlong);
+            end(md);
+        }
+    })
+}
+
+/// Active defragmentation (`activedefrag yes`, on servers built with the defrag-aware jemalloc,
+/// such as Redis 8): the lock and a heap token move to less fragmented memory.
+unsafe extern "C" fn defrag(
+    ctx: *mut raw::RedisModuleDefragCtx,
+    _key: *mut raw::RedisModuleString,
+    value: *mut *mut c_void,
+) -> c_int {
+    guard::callback(0, || {
+        let Some(defrag_alloc) = (unsafe { raw::RedisModule_DefragAlloc }) else {
+            return 0;
+        };
+        // SAFETY: value points at the key's value, a Box<Lock> allocated by the server's
+        // allocator (the module's global allocator); DefragAlloc frees what it moves.
+        unsafe {
+            let moved = defrag_alloc(ctx, *value);
+            if !moved.is_null() {
+                *value = moved;
+            }
+            if let Some(lock) = (*value).cast::<Lock>().as_mut() {
+                lock.defrag_token(|bytes| defrag_alloc(ctx, bytes.cast()).cast());
+            }
+        }
+        0
+    })
+}
+
+/// May run on a background thread (FLUSHALL ASYNC, UNLINK): it only drops the box.
+unsafe extern "C" fn free(value: *mut c_void) {
+    guard::callback((), || {
+        if !value.is_null() {
+            // SAFETY: every value of this type is a Box<Lock> handed over in LockKey::store
+            // or rdb_load, and the server frees each once.
+            drop(unsafe { Box::from_raw(value.cast::<Lock>()) });
+            uncount(&STATS.locks);
+        }
+    })
+}
+
+/// A lock key left its database (DEL, UNLINK, overwrite, expiry, RENAME, MOVE, MIGRATE):
+/// clients waiting for it are served once the server has finished.
+unsafe extern "C" fn unlink(ctx: *mut raw::RedisModuleKeyOptCtx, value: *const c_void) {
+    guard::callback((), || {
+        let (Some(db_of), Some(name_of), Some(bytes_of)) = (unsafe {
+            (
+                raw::RedisModule_GetDbIdFromOptCtx,
+                raw::RedisModule_GetKeyNameFromOptCtx,
+                raw::RedisModule_StringPtrLen,
+            )
+        }) else {
+            return;
+        };
+        // SAFETY: the server passes a live key context; the name outlives this call.
+        let (db, name) = unsafe { (db_of(ctx), name_of(ctx)) };
+        if name.is_null() {
+            return;
+        }
+        let mut len = 0;
+        let bytes = unsafe { bytes_of(name, &mut len) };
+        if bytes.is_null() {
+            return;
+        }
+        let name = unsafe { std::slice::from_raw_parts(bytes.cast::<u8>(), len) };
+        // SAFETY: the server passes the value being unlinked, one of ours.
+        let (replacing_live, serving_since) =
+            state::with(|s| (s.replacing_live, s.serving_since_ms)).unwrap_or((false, i64::MAX));
+        let expired = !replacing_live
+            && unsafe { value.cast::<Lock>().as_ref() }.is_some_and(|lock| {
+                clock::now_ms().is_ok_and(|now| !lock.is_live(now))
+                    && lock.deadline_ms >= serving_since
+            });
+        runner::key_removed(db, name, expired);
+    })
+}
+
+/// The fence clock travels in every RDB file (and AOF preamble, and full resync), so a
+/// restart or a new replica never issues a fence below one already issued.
+unsafe extern "C" fn aux_save(rdb: *mut raw::RedisModuleIO, when: c_int) {
+    guard::callback((), || {
+        if when == raw::REDISMODULE_AUX_BEFORE_RDB as c_int {
+            codec::encode_clock(fences::last_fence(), &mut Io(rdb));
+        }
+    })
+}
+
+unsafe extern "C" fn aux_load(rdb: *mut raw::RedisModuleIO, encver: c_int, when: c_int) -> c_int {
+    guard::callback(raw::REDISMODULE_ERR as c_int, || {
+        if when != raw::REDISMODULE_AUX_BEFORE_RDB as c_int {
+            return raw::REDISMODULE_ERR as c_int;
+        }
+        let io = Io(rdb);
+        match codec::decode_clock(encver, &mut Io(rdb)) {
+            Ok(last) => {
+                if fences::observe_fence(last) == Observed::Capped {
+                    io.log(&fences::capped_message(last));
+                }
+                raw::REDISMODULE_OK as c_int
+            }
+            Err(e) => {
+                io.log(&format!("the fence clock could not be loaded: {e}"));
+                raw::REDISMODULE_ERR as c_int
+            }
+        }
+    })
+}
+
+const _: () = assert!(TYPE_NAME.len() == 9);

@@ -1,0 +1,131 @@
+//! The server events the module follows: flushes and SWAPDB (locks freed without a key
+//! callback), promotions and data loads (the fence clock jumps, the counters restart their
+//! notion of "serving"), and forks (the fence clock is written for the AOF).
+
+use std::ffi::c_void;
+use std::time::Duration;
+
+use lock_core::effect::Effect;
+use lock_core::LockResult;
+use redis_module::{raw, Context};
+
+use crate::ffi::api::clients_paused;
+use crate::ffi::subscribe::subscribe;
+use crate::ffi::{clock, guard, propagate, timer};
+use crate::server::{fences, runner, state};
+
+/// Subscribe to every event below.
+pub fn watch(ctx: &Context) -> LockResult<()> {
+    let now = clock::now_ms()?;
+    state::update(|s| s.serving_since_ms = now);
+    subscribe(ctx, raw::REDISMODULE_EVENT_FLUSHDB, on_flush)?;
+    subscribe(ctx, raw::REDISMODULE_EVENT_SWAPDB, on_swapdb)?;
+    subscribe(
+        ctx,
+        raw::REDISMODULE_EVENT_REPLICATION_ROLE_CHANGED,
+        on_role_changed,
+    )?;
+    subscribe(ctx, raw::REDISMODULE_EVENT_LOADING, on_loading)?;
+    subscribe(ctx, raw::REDISMODULE_EVENT_FORK_CHILD, on_fork)
+}
+
+unsafe extern "C" fn on_flush(
+    _ctx: *mut raw::RedisModuleCtx,
+    _event: raw::RedisModuleEvent,
+    subevent: u64,
+    data: *mut c_void,
+) {
+    guard::callback((), || {
+        if subevent != raw::REDISMODULE_SUBEVENT_FLUSHDB_END {
+            return;
+        }
+        // SAFETY: the server passes a RedisModuleFlushInfo with this event.
+        let Some(info) = (unsafe { data.cast::<raw::RedisModuleFlushInfo>().as_ref() }) else {
+            return;
+        };
+        runner::serve_later((info.dbnum >= 0).then_some(info.dbnum));
+    })
+}
+
+unsafe extern "C" fn on_swapdb(
+    _ctx: *mut raw::RedisModuleCtx,
+    _event: raw::RedisModuleEvent,
+    _subevent: u64,
+    data: *mut c_void,
+) {
+    guard::callback((), || {
+        // SAFETY: the server passes a RedisModuleSwapDbInfo with this event.
+        let Some(info) = (unsafe { data.cast::<raw::RedisModuleSwapDbInfo>().as_ref() }) else {
+            return;
+        };
+        runner::serve_later(Some(info.dbnum_first));
+        runner::serve_later(Some(info.dbnum_second));
+    })
+}
+
+/// After a promotion this server may have missed grants made by the old primary: its next
+/// fence jumps ahead.
+unsafe extern "C" fn on_role_changed(
+    _ctx: *mut raw::RedisModuleCtx,
+    _event: raw::RedisModuleEvent,
+    subevent: u64,
+    _data: *mut c_void,
+) {
+    guard::callback((), || {
+        if subevent == raw::REDISMODULE_EVENT_REPLROLECHANGED_NOW_MASTER {
+            fences::jump_next_grant();
+        }
+    })
+}
+
+/// After a load this server may have missed grants (made by itself before a crash, or by its
+/// primary); and the counters of INFO lock count only what happens while it serves, not what
+/// a load replays.
+unsafe extern "C" fn on_loading(
+    _ctx: *mut raw::RedisModuleCtx,
+    _event: raw::RedisModuleEvent,
+    subevent: u64,
+    _data: *mut c_void,
+) {
+    guard::callback((), || match subevent {
+        raw::REDISMODULE_SUBEVENT_LOADING_ENDED | raw::REDISMODULE_SUBEVENT_LOADING_FAILED => {
+            // Without a clock reading, count every expiry rather than none.
+            let now = clock::now_ms().unwrap_or(0);
+            state::update(|s| {
+                s.fence.jump_next_grant();
+                s.serving_since_ms = now;
+            });
+        }
+        _ => state::update(|s| s.serving_since_ms = i64::MAX),
+    })
+}
+
+/// A fork (BGSAVE, BGREWRITEAOF): the fence clock goes into the AOF and to replicas as
+/// `LOCK.CLOCK`, because a rewritten AOF without the RDB preamble keeps only live locks.
+unsafe extern "C" fn on_fork(
+    ctx: *mut raw::RedisModuleCtx,
+    _event: raw::RedisModuleEvent,
+    subevent: u64,
+    _data: *mut c_void,
+) {
+    guard::callback((), || {
+        if subevent == raw::REDISMODULE_SUBEVENT_FORK_CHILD_BORN {
+            write_clock(&Context::new(ctx), ());
+        }
+    })
+}
+
+/// While clients are paused nothing may be propagated (the server asserts on it): retry.
+fn write_clock(ctx: &Context, (): ()) {
+    guard::callback((), || {
+        let last = fences::last_fence();
+        if last == 0 {
+            return;
+        }
+        if clients_paused() {
+            timer::start(ctx, Duration::from_millis(50), write_clock, ());
+            return;
+        }
+        propagate::replicate(ctx, std::ptr::null_mut(), &Effect::clock(last));
+    })
+}

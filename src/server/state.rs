@@ -1,0 +1,121 @@
+//! The module's one state, owned here: the fence clock, the hand-off machine (waiters, grants
+//! in flight, timers, deferred work), and the few facts the callbacks share. It lives on the
+//! server's main thread, where every command, callback, timer and event runs.
+//!
+//! Two kinds of values live elsewhere, for the server's sake: the counters of `INFO lock`
+//! (atomics, as the type's `free` can run on a background thread) and the settings (statics
+//! the server's config API writes to directly).
+//!
+//! The state is only ever borrowed for pure work, never across a call into the server, which
+//! could call back into the module. A borrow that finds the state busy is a bug: it is logged,
+//! the update does not happen, and the caller gets an error or the safe answer its query names.
+
+use std::cell::{Cell, RefCell};
+use std::ptr;
+
+use lock_core::fence::FenceClock;
+use lock_core::handoff::HandOff;
+use lock_core::queue::LockId;
+use lock_core::{LockError, LockResult};
+use redis_module::{raw, Context};
+
+use crate::ffi::api::api;
+use crate::ffi::block::Blocked;
+
+pub struct State {
+    pub fence: FenceClock,
+    pub handoff: HandOff<Blocked>,
+    /// Since when (Unix ms) this server serves clients: while it loads data it does not, and a
+    /// lock whose deadline passed before it served (while the server was down, or during the
+    /// load) did not expire in its care, so it is neither counted nor notified as expired.
+    pub serving_since_ms: i64,
+    /// The module is replacing or deleting a lock it found live (a release, a take-back): for
+    /// the type's unlink callback, that value is not an expiry even if the clock passed its
+    /// deadline meanwhile.
+    pub replacing_live: bool,
+    /// Whether the server may evict keys (maxmemory with a policy other than noeviction).
+    pub eviction_possible: bool,
+    /// Redis 7.0: lock keys whose `expire` event waits for the 0 ms timer.
+    pub expiry_after_command: Vec<LockId>,
+}
+
+thread_local! {
+    static STATE: RefCell<State> = RefCell::new(State {
+        fence: FenceClock::new(),
+        handoff: HandOff::new(),
+        serving_since_ms: i64::MAX,
+        replacing_live: false,
+        eviction_possible: false,
+        expiry_after_command: Vec::new(),
+    });
+    /// The module's own context for timers and logs outside any command, made once at load.
+    /// Beside the state rather than in it, so a failed borrow can still be logged.
+    static DETACHED: Cell<*mut raw::RedisModuleCtx> = const { Cell::new(ptr::null_mut()) };
+}
+
+/// Make the module's detached context (at load).
+pub fn init(ctx: &Context) -> LockResult<()> {
+    let detached = api!(RedisModule_GetDetachedThreadSafeContext)?;
+    // SAFETY: called during module load on the main thread.
+    DETACHED.with(|cell| cell.set(unsafe { detached(ctx.ctx) }));
+    Ok(())
+}
+
+/// The module's own context, for timers started outside a command (the unlink callback, a
+/// blocked client's callbacks) and for logging there.
+pub fn detached() -> Option<Context> {
+    let ctx = DETACHED.with(Cell::get);
+    (!ctx.is_null()).then(|| Context::new(ctx))
+}
+
+/// A warning in the server log from anywhere (the detached context names the module).
+pub fn log_warning(message: &str) {
+    if let Some(ctx) = detached() {
+        ctx.log_warning(message);
+    }
+}
+
+/// Run `f` on the state. Fails, after logging why, only if the state is already borrowed.
+pub fn with<R>(f: impl FnOnce(&mut State) -> R) -> LockResult<R> {
+    let done = STATE.with(|state| state.try_borrow_mut().map(|mut state| f(&mut state)));
+    done.map_err(|_| {
+        log_warning(
+            "lock: internal error: the module's state was re-entered; an update was lost \
+             (please report this)",
+        );
+        LockError::Internal("module state re-entered".into())
+    })
+}
+
+/// `with` for updates whose caller has nothing to do on failure (already logged by `with`).
+pub fn update(f: impl FnOnce(&mut State)) {
+    with(f).unwrap_or_default()
+}
+
+/// Whether any client waits for any lock. If the state cannot be read: true, so the caller
+/// takes the careful path.
+pub fn anyone_waiting() -> bool {
+    with(|s| s.handoff.anyone_waiting()).unwrap_or(true)
+}
+
+/// Whether clients wait for the lock `id`. If the state cannot be read: false (no hand-off is
+/// attempted; the waiters are served at the holder's deadline by its timer).
+pub fn has_waiters(id: &LockId) -> bool {
+    with(|s| s.handoff.has_waiters(id)).unwrap_or(false)
+}
+
+/// How many clients wait for the lock `id` (0 if the state cannot be read).
+pub fn waiters(id: &LockId) -> usize {
+    with(|s| s.handoff.waiters(id)).unwrap_or(0)
+}
+
+/// How many clients wait, over all locks (0 if the state cannot be read).
+pub fn total_waiters() -> usize {
+    with(|s| s.handoff.total_waiters()).unwrap_or(0)
+}
+
+/// Whether some grant's delivery is open. If the state cannot be read: true, so a retry or
+/// renewal still marks its owner seen.
+pub fn grants_unsettled() -> bool {
+    with(|s| s.handoff.unsettled()).unwrap_or(true)
+}
