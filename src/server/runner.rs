@@ -19,8 +19,7 @@ use lock_core::token::Token;
 use lock_core::{LockError, LockResult};
 use redis_module::{Context, ContextFlags, RedisString};
 
-use crate::ffi::api::clients_paused;
-use crate::ffi::api::{lock_id, open_name};
+use crate::ffi::api::{clients_paused, lock_id, open_name};
 use crate::ffi::block::Blocked;
 use crate::ffi::key::{LockKey, Mode};
 use crate::ffi::{clock, cluster, guard, propagate, timer};
