@@ -390,6 +390,54 @@ fn a_dump_payload_of_encoding_version_1_still_restores() {
     );
 }
 
+/// `tests/fixtures/aof-v1/` is the multi-part AOF (`aof-use-rdb-preamble no`) that the first
+/// version of the module wrote on Redis 7.0 on 2026-12-02: a rewritten base with two
+/// `LOCK.APPLY` effects, then an incremental file with `LOCK.CLOCK` (inside the `MULTI` with
+/// `BGREWRITEAOF` that version produced), a new lock, a renewal and a release (`DEL`). Every
+/// later version must replay it the same.
+#[test]
+fn an_aof_written_by_the_first_version_still_loads() {
+    let dir = new_dir();
+    let fixtures = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/aof-v1");
+    std::fs::create_dir_all(dir.join("appendonlydir")).unwrap();
+    for file in std::fs::read_dir(&fixtures).unwrap() {
+        let file = file.unwrap().path();
+        std::fs::copy(
+            &file,
+            dir.join("appendonlydir").join(file.file_name().unwrap()),
+        )
+        .unwrap();
+    }
+    // Its fences are the clock of 2026-12-02: allow for a test machine whose clock is behind.
+    let srv = Server::start_in(
+        dir,
+        &["fence-max-ahead", "4611686018427387"],
+        &["--appendonly", "yes", "--aof-use-rdb-preamble", "no"],
+    );
+    let mut con = srv.conn();
+    assert_eq!(int(call(&mut con, &[b"DBSIZE"])), 2, "{}", srv.log());
+    assert_eq!(
+        info(&mut con, b"aof:rewritten").map(|i| i.0),
+        Some(1_796_179_721_235_776)
+    );
+    assert_eq!(
+        info(&mut con, b"aof:incremental").map(|i| i.0),
+        Some(1_796_179_721_235_778)
+    );
+    assert_eq!(info(&mut con, b"aof:released"), None);
+    // The renewal in the incremental file moved the deadline, and the key's expiry with it.
+    let pttl = int(call(&mut con, &[b"PTTL", b"aof:rewritten"]));
+    assert!(pttl > 365 * 24 * 3_600_000, "{pttl}");
+    assert_eq!(acquire(&mut con, "aof:rewritten", 1000, "intruder"), None);
+    for (key, owner) in [
+        (&b"aof:rewritten"[..], &b"aof-owner-base"[..]),
+        (b"aof:incremental", b"aof-owner-incr"),
+    ] {
+        assert_eq!(int(call(&mut con, &[b"LOCK.RELEASE", key, owner])), 1);
+    }
+    assert!(acquire(&mut con, "new", 1000, "me").unwrap() > 1_796_179_721_235_778);
+}
+
 /// The fence clock, raised far above wall time by a lock that is gone by the time of a
 /// rewrite without the RDB preamble, still holds after a crash and restart.
 #[test]
@@ -457,6 +505,46 @@ fn a_replica_records_the_effects_in_its_own_aof() {
     for key in &taken.gone {
         assert_eq!(info(&mut rcon, key.as_bytes()), None, "{key}");
     }
+}
+
+/// The fence clock is written to the AOF and replicas when the server forks, but not from
+/// inside the command that forked: the server would then count BGSAVE or BGREWRITEAOF as a
+/// write and propagate it, and every replica would fork and save too. (That the clock still
+/// reaches the AOF is `a_plain_aof_rewrite_keeps_the_fence_clock_without_any_lock`.)
+#[test]
+fn a_fork_on_the_primary_is_not_repeated_by_its_replicas() {
+    let primary = Server::start_with(&[], &["--appendonly", "yes"]);
+    let mut pcon = primary.conn();
+    let replica = primary.replica(&[]);
+    let mut rcon = replica.conn();
+    let saves = |con: &mut redis::Connection| {
+        ["rdb_saves", "aof_rewrites"].map(|name| info_field(con, "persistence", name))
+    };
+    let before = saves(&mut rcon);
+    acquire(&mut pcon, "k", 60_000, "me").unwrap();
+    wait_rewrite_done(&mut pcon);
+    call(&mut pcon, &[b"BGREWRITEAOF"]);
+    wait_rewrite_done(&mut pcon);
+    call(&mut pcon, &[b"BGSAVE"]);
+    wait_for("the primary's BGSAVE", || {
+        info_field(&mut pcon, "persistence", "rdb_bgsave_in_progress").as_deref() == Some("0")
+    });
+    // Whatever the forks propagated has reached the replica.
+    assert_eq!(int(call(&mut pcon, &[b"WAIT", b"1", b"5000"])), 1);
+    sleep(Duration::from_millis(200));
+    assert_eq!(saves(&mut rcon), before, "{}", replica.log());
+    assert!(
+        !replica.log().contains("Background saving started"),
+        "{}",
+        replica.log()
+    );
+    assert!(
+        !replica
+            .log()
+            .contains("Background append only file rewriting started"),
+        "{}",
+        replica.log()
+    );
 }
 
 /// Every truncation of a real DUMP payload, with a valid checksum so the server hands it to

@@ -101,16 +101,27 @@ unsafe extern "C" fn on_loading(
 }
 
 /// A fork (BGSAVE, BGREWRITEAOF): the fence clock goes into the AOF and to replicas as
-/// `LOCK.CLOCK`, because a rewritten AOF without the RDB preamble keeps only live locks.
+/// `LOCK.CLOCK`, because a rewritten AOF without the RDB preamble keeps only live locks. It
+/// lands in the incremental file the rewrite has just opened.
+///
+/// Not from inside the command that forked, but on a 0 ms timer right after it: a module's
+/// replicate marks the running command as a write, so the server would propagate BGSAVE or
+/// BGREWRITEAOF itself, and every replica would fork and save as well.
 unsafe extern "C" fn on_fork(
-    ctx: *mut raw::RedisModuleCtx,
+    _ctx: *mut raw::RedisModuleCtx,
     _event: raw::RedisModuleEvent,
     subevent: u64,
     _data: *mut c_void,
 ) {
     guard::callback((), || {
-        if subevent == raw::REDISMODULE_SUBEVENT_FORK_CHILD_BORN {
-            write_clock(&Context::new(ctx), ());
+        if subevent != raw::REDISMODULE_SUBEVENT_FORK_CHILD_BORN {
+            return;
+        }
+        match state::detached() {
+            Some(ctx) => {
+                timer::start(&ctx, Duration::ZERO, write_clock, ());
+            }
+            None => state::log_warning("lock: no timer context: the fence clock is not written"),
         }
     })
 }
