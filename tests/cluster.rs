@@ -237,7 +237,16 @@ fn a_held_lock_moved_by_cluster_migrateslots_keeps_token_deadline_and_fence() {
         ],
     );
     assert_eq!(reply, Value::Okay, "{}", cluster.nodes[0].log());
-    wait_for("the slot to move", || cluster.owner(slot) == 1);
+    let start = std::time::Instant::now();
+    while cluster.owner(slot) != 1 {
+        assert!(
+            start.elapsed() < Duration::from_secs(10),
+            "the slot did not move\n--- source\n{}\n--- target\n{}",
+            cluster.nodes[0].log(),
+            cluster.nodes[1].log()
+        );
+        std::thread::sleep(Duration::from_millis(10));
+    }
     let reply = String::from_utf8(blocked.read_reply()).unwrap();
     assert!(reply.starts_with("-TRYAGAIN"), "{reply}");
     wait_for("the source to drop the slot's keys", || {

@@ -35,9 +35,21 @@ macro_rules! send_effect {
                 )
             },
             Effect::Release => unsafe { $send($first, command, c"s".as_ptr(), $key) },
-            Effect::Clock { fence } => unsafe {
-                $send($first, command, c"l".as_ptr(), fence as c_longlong)
-            },
+            // As decimal text ("b"), not "l": during a Valkey 9 slot migration an argument
+            // made from "l" has the migration fail ("A module replicated a cross-slot
+            // command"). The bytes sent are the same.
+            Effect::Clock { fence } => {
+                let text = fence.to_string();
+                unsafe {
+                    $send(
+                        $first,
+                        command,
+                        c"b".as_ptr(),
+                        text.as_ptr().cast::<c_char>(),
+                        text.len(),
+                    )
+                }
+            }
         }
     }};
 }
