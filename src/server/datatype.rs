@@ -74,8 +74,8 @@ unsafe extern "C" fn rdb_save(rdb: *mut raw::RedisModuleIO, value: *mut c_void) 
 /// Every encoding version ever written loads (the server passes the value's own version).
 unsafe extern "C" fn rdb_load(rdb: *mut raw::RedisModuleIO, encver: c_int) -> *mut c_void {
     guard::callback(std::ptr::null_mut(), || {
-        let io = Io(rdb);
-        let lock = match codec::decode_lock(encver, &mut Io(rdb)) {
+        let mut io = Io(rdb);
+        let lock = match codec::decode_lock(encver, &mut io) {
             Ok(lock) => lock,
             Err(e) => {
                 io.log(&format!(
@@ -249,8 +249,8 @@ unsafe extern "C" fn aux_load(rdb: *mut raw::RedisModuleIO, encver: c_int, when:
         if when != raw::REDISMODULE_AUX_BEFORE_RDB as c_int {
             return raw::REDISMODULE_ERR as c_int;
         }
-        let io = Io(rdb);
-        match codec::decode_clock(encver, &mut Io(rdb)) {
+        let mut io = Io(rdb);
+        match codec::decode_clock(encver, &mut io) {
             Ok(last) => {
                 if fences::observe_fence(last) == Observed::Capped {
                     io.log(&fences::capped_message(last));

@@ -25,8 +25,7 @@ use lock_core::queue::LockId;
 use lock_core::{LockError, LockResult};
 use redis_module::{raw, Context, RedisString};
 
-use crate::ffi::api::api;
-use crate::ffi::api::{lock_id, open_name};
+use crate::ffi::api::{api, lock_id, open_name};
 use crate::ffi::key::{LockKey, Mode};
 use crate::ffi::{guard, timer};
 use crate::server::{fences, state};
@@ -80,11 +79,10 @@ unsafe extern "C" fn on_generic_event(
 }
 
 fn on_expiry_event(ctx: &Context, key: &RedisString, event: &CStr) -> LockResult<()> {
-    let lock = lock_id(ctx, key)?;
     let restored = event == c"restore";
     let post_job = unsafe { raw::RedisModule_AddPostNotificationJob };
     if post_job.is_none() && event == c"expire" {
-        after_command(ctx, lock);
+        after_command(ctx, lock_id(ctx, key)?);
         return Ok(());
     }
     if !holds_lock(ctx, key) {
@@ -94,6 +92,7 @@ fn on_expiry_event(ctx: &Context, key: &RedisString, event: &CStr) -> LockResult
         // Redis 7.0, PERSIST or RESTORE: the key is in place and unexpired; writing now is safe.
         return follow(ctx, key, restored);
     };
+    let lock = lock_id(ctx, key)?;
     let job = Box::into_raw(Box::new(Follow { lock, restored }));
     // SAFETY: the job and its data are handed to the server, which runs the job once at the
     // end of this command and then frees the data with `free_job`.
