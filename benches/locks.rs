@@ -518,6 +518,176 @@ fn bench_memory(srv: &Server) {
     call(&mut con, &[b"FLUSHALL", b"SYNC"]);
 }
 
+/// A counting semaphore as a sorted set, the usual Lua way: members are tokens, scores their
+/// deadlines; acquiring drops the expired and adds one if there is room.
+const LUA_ZSET_ACQUIRE: &str = "redis.call('zremrangebyscore', KEYS[1], '-inf', ARGV[1]) \
+    if redis.call('zcard', KEYS[1]) < tonumber(ARGV[3]) then \
+    redis.call('zadd', KEYS[1], ARGV[2], ARGV[4]) return 1 end return 0";
+const LUA_ZSET_RENEW: &str = "if redis.call('zscore', KEYS[1], ARGV[2]) then \
+    redis.call('zadd', KEYS[1], ARGV[1], ARGV[2]) return 1 end return 0";
+
+/// Pipelined commands per second over one connection.
+fn rate(con: &mut redis::Connection, cmds: &[redis::Cmd], ok: fn(&Value) -> bool) -> f64 {
+    let start = Instant::now();
+    for chunk in cmds.chunks(PIPELINE) {
+        let mut pipe = redis::pipe();
+        for c in chunk {
+            pipe.add_command(c.clone());
+        }
+        let replies: Vec<Value> = pipe.query(con).unwrap();
+        assert!(
+            replies.iter().all(ok),
+            "the timed path was not the success path"
+        );
+    }
+    cmds.len() as f64 / start.elapsed().as_secs_f64()
+}
+
+fn now_ms() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_millis() as u64
+}
+
+/// Shared holders: memory per holder and the cost of renewing one, or of taking and giving back
+/// one more permit, on a lock of 1 and of `n` holders, beside a sorted-set semaphore in Lua.
+fn bench_shared(srv: &Server) {
+    let n = scaled(10_000).max(2);
+    let ops = scaled(20_000).max(PIPELINE);
+    let mut con = srv.conn();
+    let load = |con: &mut redis::Connection, body: &str| -> String {
+        redis::cmd("SCRIPT")
+            .arg("LOAD")
+            .arg(body)
+            .query(con)
+            .unwrap()
+    };
+    let (zacquire, zrenew) = (
+        load(&mut con, LUA_ZSET_ACQUIRE),
+        load(&mut con, LUA_ZSET_RENEW),
+    );
+    let limit = (n + 1).to_string();
+    // `holders` holders on `sem` of either kind.
+    let fill = |con: &mut redis::Connection, module: bool, holders: usize| {
+        call(con, &[b"FLUSHALL", b"SYNC"]);
+        let deadline = (now_ms() + 600_000).to_string();
+        for chunk in (0..holders).collect::<Vec<_>>().chunks(1000) {
+            let mut pipe = redis::pipe();
+            for &i in chunk {
+                if module {
+                    pipe.add_command(cmd(&[
+                        "LOCK.ACQUIRE",
+                        "sem",
+                        "600000",
+                        "LIMIT",
+                        &limit,
+                        "TOKEN",
+                        &token(i),
+                    ]));
+                } else {
+                    pipe.add_command(cmd(&["ZADD", "sem", &deadline, &token(i)]));
+                }
+            }
+            pipe.query::<Vec<Value>>(con).unwrap();
+        }
+    };
+    println!("\n### Shared holders ({n} on one lock, 32-character tokens)\n");
+    println!("| measure | holders on the lock | contender | value | module / contender |");
+    println!("|---|---|---|---|---|");
+    let mut per_holder = Vec::new();
+    for module in [true, false] {
+        fill(&mut con, module, 1);
+        let before = used_memory(&mut con);
+        fill(&mut con, module, n);
+        let after = used_memory(&mut con);
+        per_holder.push((after - before) as f64 / (n - 1) as f64);
+    }
+    for (name, bytes) in [
+        ("LOCK.ACQUIRE LIMIT", per_holder[0]),
+        ("ZADD (sorted-set semaphore)", per_holder[1]),
+    ] {
+        println!(
+            "| bytes per holder beyond the first | {n} | {name} | {bytes:.1} | {:.2}x |",
+            per_holder[0] / bytes
+        );
+    }
+    for holders in [1, n] {
+        let mut rates = Vec::new();
+        for module in [true, false] {
+            fill(&mut con, module, holders);
+            let deadline = (now_ms() + 600_000).to_string();
+            let renews: Vec<redis::Cmd> = (0..ops)
+                .map(|i| {
+                    let t = token(i % holders);
+                    if module {
+                        cmd(&["LOCK.RENEW", "sem", &t, "600000"])
+                    } else {
+                        cmd(&["EVALSHA", &zrenew, "1", "sem", &deadline, &t])
+                    }
+                })
+                .collect();
+            let renew = median(
+                (0..ROUNDS)
+                    .map(|_| rate(&mut con, &renews, is_one))
+                    .collect(),
+            );
+            // One more permit taken and given back, with a token no holder has.
+            let extra = token(n + 1);
+            let now = now_ms().to_string();
+            let mut cycle = Vec::new();
+            for _ in 0..ops / 2 {
+                if module {
+                    cycle.push(cmd(&[
+                        "LOCK.ACQUIRE",
+                        "sem",
+                        "600000",
+                        "LIMIT",
+                        &limit,
+                        "TOKEN",
+                        &extra,
+                    ]));
+                    cycle.push(cmd(&["LOCK.RELEASE", "sem", &extra]));
+                } else {
+                    cycle.push(cmd(&[
+                        "EVALSHA", &zacquire, "1", "sem", &now, &deadline, &limit, &extra,
+                    ]));
+                    cycle.push(cmd(&["ZREM", "sem", &extra]));
+                }
+            }
+            let ok: fn(&Value) -> bool = |v| is_grant(v) || is_one(v);
+            let take = median((0..ROUNDS).map(|_| rate(&mut con, &cycle, ok)).collect());
+            rates.push((renew, take));
+        }
+        for (what, module_rate, lua_rate, lua_name) in [
+            (
+                "renew one holder (ops/s, p64)",
+                rates[0].0,
+                rates[1].0,
+                "EVALSHA zscore-zadd",
+            ),
+            (
+                "take + give back a permit (ops/s, p64)",
+                rates[0].1,
+                rates[1].1,
+                "EVALSHA zremrangebyscore-zcard-zadd + ZREM",
+            ),
+        ] {
+            let module_name = if what.starts_with("renew") {
+                "LOCK.RENEW"
+            } else {
+                "LOCK.ACQUIRE LIMIT + LOCK.RELEASE"
+            };
+            println!("| {what} | {holders} | {module_name} | {module_rate:.0} | 1.00x |");
+            println!(
+                "| {what} | {holders} | {lua_name} | {lua_rate:.0} | {:.2}x |",
+                module_rate / lua_rate
+            );
+        }
+    }
+    call(&mut con, &[b"FLUSHALL", b"SYNC"]);
+}
+
 fn main() {
     let srv = Server::start();
     let mut con = srv.conn();
@@ -538,4 +708,5 @@ fn main() {
     bench_throughput_with_replica(&srv);
     bench_handoff(&srv);
     bench_memory(&srv);
+    bench_shared(&srv);
 }

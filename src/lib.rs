@@ -102,7 +102,7 @@ const NO_KEY: [c_int; 3] = [0, 0, 0];
 
 #[cfg(not(test))]
 fn create_commands(ctx: &Context) -> bool {
-    let commands: [CommandEntry; 6] = [
+    let commands: [CommandEntry; 7] = [
         (
             c"lock.acquire",
             entry!(locks::acquire),
@@ -115,6 +115,12 @@ fn create_commands(ctx: &Context) -> bool {
         (
             c"lock.apply",
             entry!(effects::apply),
+            c"write deny-script",
+            KEY,
+        ),
+        (
+            c"lock.drop",
+            entry!(effects::drop_holder),
             c"write deny-script",
             KEY,
         ),

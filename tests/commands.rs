@@ -255,7 +255,12 @@ fn resp2_replies_byte_for_byte() {
     );
     assert_eq!(raw.cmd(&[b"LOCK.INFO", b"free"]), b"$-1\r\n");
     let info = String::from_utf8(raw.cmd(&[b"LOCK.INFO", b"k"])).unwrap();
-    assert!(info.starts_with("*6\r\n$5\r\nfence\r\n:"), "{info:?}");
+    // Fields in name order; an exclusive lock has one holder and no limit.
+    assert!(info.starts_with("*10\r\n$5\r\nfence\r\n:"), "{info:?}");
+    assert!(
+        info.contains("$7\r\nholders\r\n:1\r\n$4\r\nmode\r\n$9\r\nexclusive\r\n$3\r\nttl\r\n:"),
+        "{info:?}"
+    );
     assert!(
         info.contains("$3\r\nttl\r\n:") && info.ends_with("$7\r\nwaiters\r\n:0\r\n"),
         "{info:?}"
@@ -280,7 +285,11 @@ fn resp3_replies_byte_for_byte() {
     );
     assert_eq!(raw.cmd(&[b"LOCK.INFO", b"free"]), b"_\r\n");
     let info = String::from_utf8(raw.cmd(&[b"LOCK.INFO", b"k"])).unwrap();
-    assert!(info.starts_with("%3\r\n$5\r\nfence\r\n:"), "{info:?}");
+    assert!(info.starts_with("%5\r\n$5\r\nfence\r\n:"), "{info:?}");
+    assert!(
+        info.contains("$4\r\nmode\r\n$9\r\nexclusive\r\n"),
+        "{info:?}"
+    );
     // And through a RESP3 client library.
     let mut con = srv.conn_resp3();
     assert!(matches!(
@@ -321,7 +330,7 @@ fn multi_exec_runs_the_commands_atomically_and_block_is_one_attempt() {
     let exec = String::from_utf8(raw.cmd(&[b"EXEC"])).unwrap();
     assert!(exec.starts_with("*5\r\n*2\r\n$2\r\nme\r\n:"), "{exec:?}");
     // BLOCK inside MULTI did not wait and left the lock to its owner.
-    assert!(exec.contains("\r\n$-1\r\n:1\r\n*6\r\n"), "{exec:?}");
+    assert!(exec.contains("\r\n$-1\r\n:1\r\n*10\r\n"), "{exec:?}");
     assert!(exec.ends_with(":1\r\n"), "{exec:?}");
     assert_eq!(int(call(&mut con, &[b"EXISTS", b"k"])), 0);
 }
@@ -378,7 +387,7 @@ fn lua_scripts_and_functions_can_use_the_commands_and_block_is_one_attempt() {
             b"k",
         ],
     );
-    assert!(matches!(v, Value::Array(ref a) if a.len() == 6), "{v:?}");
+    assert!(matches!(v, Value::Array(ref a) if a.len() == 10), "{v:?}");
     let err = call_err(
         &mut con,
         &[

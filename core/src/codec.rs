@@ -3,17 +3,28 @@
 //! every version ever written stays readable here; values are always written in the newest.
 //!
 //! Versions:
-//! - 1 (since 0.1): token (string), deadline in Unix ms (signed), fence (unsigned).
-//!   Aux data: the fence clock's last fence (unsigned), before the keyspace.
+//! - 1 (since 0.1): an exclusive lock: token (string), deadline in Unix ms (signed), fence
+//!   (unsigned). Aux data: the fence clock's last fence (unsigned), before the keyspace.
+//! - 2 (since 0.2, shared holds): the kind (unsigned), then
+//!   - 0, exclusive: token, deadline, fence, as in version 1;
+//!   - 1, shared: the limit (unsigned, 0 for `SHARED`), the number of holders (unsigned),
+//!     then each holder's token, deadline and fence, in grant order.
+//!
+//!   Aux data as in version 1.
 
 use std::collections::VecDeque;
 
 use crate::error::{LockError, LockResult};
 use crate::lock::Lock;
+use crate::shared::{SharedLock, MAX_LIMIT};
 use crate::token::Token;
+use crate::value::{Held, Value};
 
 /// The version values are written in (the data type's registered version).
-pub const CURRENT_VERSION: i32 = 1;
+pub const CURRENT_VERSION: i32 = 2;
+
+const EXCLUSIVE: u64 = 0;
+const SHARED: u64 = 1;
 
 /// Reads the fields of one value, in order; None when the data ends or is unreadable.
 pub trait ValueReader {
@@ -29,34 +40,89 @@ pub trait ValueWriter {
     fn unsigned(&mut self, value: u64);
 }
 
-/// A lock written in `version`.
-pub fn decode_lock(version: i32, from: &mut impl ValueReader) -> LockResult<Lock> {
+/// A lock value written in `version`.
+pub fn decode_value(version: i32, from: &mut impl ValueReader) -> LockResult<Value> {
     match version {
-        1 => {
-            let token = from.bytes().ok_or(LockError::BadEncoding("token"))?;
-            let token = Token::from_vec(token)
-                .map_err(|_| LockError::BadEncoding("token (empty or over 256 bytes)"))?;
-            let deadline_ms = from.signed().ok_or(LockError::BadEncoding("deadline"))?;
-            let fence = from.unsigned().ok_or(LockError::BadEncoding("fence"))?;
-            Lock::new(&token, deadline_ms, fence)
-                .map_err(|_| LockError::BadEncoding("fence (above 2^62-1)"))
-        }
+        1 => Ok(Value::Exclusive(Box::new(decode_holder(from)?))),
+        2 => match from.unsigned().ok_or(LockError::BadEncoding("kind"))? {
+            EXCLUSIVE => Ok(Value::Exclusive(Box::new(decode_holder(from)?))),
+            SHARED => decode_shared(from),
+            _ => Err(LockError::BadEncoding("kind (not 0 or 1)")),
+        },
         _ => Err(LockError::UnknownEncoding(version)),
     }
 }
 
-/// `lock` in `CURRENT_VERSION`.
-pub fn encode_lock(lock: &Lock, to: &mut impl ValueWriter) {
+fn decode_shared(from: &mut impl ValueReader) -> LockResult<Value> {
+    let limit = match from.unsigned().ok_or(LockError::BadEncoding("limit"))? {
+        0 => None,
+        n => Some(
+            u32::try_from(n)
+                .ok()
+                .filter(|n| *n <= MAX_LIMIT)
+                .ok_or(LockError::BadEncoding("limit (over 1000000)"))?,
+        ),
+    };
+    let count = from.unsigned().ok_or(LockError::BadEncoding("holders"))?;
+    if count == 0 {
+        return Err(LockError::BadEncoding("holders (none)"));
+    }
+    let mut shared = SharedLock::new(limit);
+    // Read one by one: a corrupt count ends with the data, never allocates ahead.
+    for _ in 0..count {
+        shared.upsert(decode_holder(from)?);
+    }
+    Ok(Value::Shared(Box::new(shared)))
+}
+
+/// A holder as every version writes it: token, deadline, fence.
+fn decode_holder(from: &mut impl ValueReader) -> LockResult<Lock> {
+    let token = from.bytes().ok_or(LockError::BadEncoding("token"))?;
+    let token = Token::from_vec(token)
+        .map_err(|_| LockError::BadEncoding("token (empty or over 256 bytes)"))?;
+    let deadline_ms = from.signed().ok_or(LockError::BadEncoding("deadline"))?;
+    let fence = from.unsigned().ok_or(LockError::BadEncoding("fence"))?;
+    Lock::new(&token, deadline_ms, fence)
+        .map_err(|_| LockError::BadEncoding("fence (above 2^62-1)"))
+}
+
+/// A lock value in `CURRENT_VERSION`.
+pub fn encode_value(value: &Held, to: &mut impl ValueWriter) {
+    match value {
+        Held::Exclusive(lock) => {
+            to.unsigned(EXCLUSIVE);
+            encode_holder(lock, to);
+        }
+        Held::Shared(shared) => {
+            to.unsigned(SHARED);
+            to.unsigned(shared.limit().map_or(0, u64::from));
+            to.unsigned(shared.len() as u64);
+            for holder in shared.holders() {
+                encode_holder(holder, to);
+            }
+        }
+    }
+}
+
+fn encode_holder(lock: &Lock, to: &mut impl ValueWriter) {
     let mut buf = [0u8; crate::compact::INLINE_TEXT_MAX];
     to.bytes(lock.token(&mut buf));
     to.signed(lock.deadline_ms);
     to.unsigned(lock.fence());
 }
 
+/// The highest fence in a value (a loaded value raises the fence clock to it).
+pub fn highest_fence(value: &Held) -> u64 {
+    match value {
+        Held::Exclusive(lock) => lock.fence(),
+        Held::Shared(shared) => shared.holders().map(Lock::fence).max().unwrap_or(0),
+    }
+}
+
 /// The fence clock from aux data written in `version`.
 pub fn decode_clock(version: i32, from: &mut impl ValueReader) -> LockResult<u64> {
     match version {
-        1 => from.unsigned().ok_or(LockError::BadEncoding("fence clock")),
+        1 | 2 => from.unsigned().ok_or(LockError::BadEncoding("fence clock")),
         _ => Err(LockError::UnknownEncoding(version)),
     }
 }
@@ -116,23 +182,61 @@ mod tests {
     use super::*;
     use crate::fence::MAX_FENCE;
 
-    fn v1(fields: Vec<Field>) -> Fields {
+    fn fields(fields: Vec<Field>) -> Fields {
         Fields(fields.into())
+    }
+
+    fn holder_fields(token: &str, deadline: i64, fence: u64) -> Vec<Field> {
+        vec![
+            Field::Bytes(token.as_bytes().to_vec()),
+            Field::Signed(deadline),
+            Field::Unsigned(fence),
+        ]
+    }
+
+    fn round_trip(mut value: Value) {
+        let mut to = Fields::default();
+        encode_value(&value.held(), &mut to);
+        assert_eq!(decode_value(CURRENT_VERSION, &mut to).unwrap(), value);
+        assert!(to.0.is_empty(), "every field read");
     }
 
     #[test]
     fn version_1_reads_token_deadline_fence() {
-        let mut from = v1(vec![
-            Field::Bytes(b"worker-7".to_vec()),
-            Field::Signed(1_700_000_000_000),
-            Field::Unsigned(42),
-        ]);
-        let lock = decode_lock(1, &mut from).unwrap();
+        let mut from = fields(holder_fields("worker-7", 1_700_000_000_000, 42));
+        let value = decode_value(1, &mut from).unwrap();
         let expected = Lock::new(&Token::parse(b"worker-7").unwrap(), 1_700_000_000_000, 42);
-        assert_eq!(lock, expected.unwrap());
-        let mut again = Fields::default();
-        encode_lock(&lock, &mut again);
-        assert_eq!(decode_lock(CURRENT_VERSION, &mut again).unwrap(), lock);
+        assert_eq!(value, Value::Exclusive(Box::new(expected.unwrap())));
+        round_trip(value);
+    }
+
+    #[test]
+    fn version_2_reads_both_kinds() {
+        let mut exclusive = vec![Field::Unsigned(0)];
+        exclusive.extend(holder_fields("w", 5, 6));
+        let value = decode_value(2, &mut fields(exclusive)).unwrap();
+        assert!(matches!(value, Value::Exclusive(_)));
+        round_trip(value);
+
+        let mut shared = vec![Field::Unsigned(1), Field::Unsigned(3), Field::Unsigned(2)];
+        shared.extend(holder_fields("a", 100, 7));
+        shared.extend(holder_fields("b", 50, 9));
+        let mut value = decode_value(2, &mut fields(shared)).unwrap();
+        let Held::Shared(s) = value.held() else {
+            panic!("{value:?}")
+        };
+        assert_eq!(
+            (s.limit(), s.len(), s.latest_deadline()),
+            (Some(3), 2, Some(100))
+        );
+        assert_eq!(highest_fence(&value.held()), 9);
+        round_trip(value);
+
+        let mut unlimited = vec![Field::Unsigned(1), Field::Unsigned(0), Field::Unsigned(1)];
+        unlimited.extend(holder_fields("a", 100, 7));
+        let mut value = decode_value(2, &mut fields(unlimited)).unwrap();
+        assert!(matches!(value.held(), Held::Shared(s) if s.limit().is_none()));
+        round_trip(value);
     }
 
     #[test]
@@ -158,17 +262,50 @@ mod tests {
             ),
             (1, vec![token(), Field::Unsigned(1), Field::Unsigned(1)]),
             (2, vec![token(), Field::Signed(1), Field::Unsigned(1)]),
+            (
+                2,
+                vec![
+                    Field::Unsigned(2),
+                    token(),
+                    Field::Signed(1),
+                    Field::Unsigned(1),
+                ],
+            ),
+            (
+                2,
+                vec![Field::Unsigned(1), Field::Unsigned(0), Field::Unsigned(0)],
+            ),
+            (
+                2,
+                vec![
+                    Field::Unsigned(1),
+                    Field::Unsigned(1_000_001),
+                    Field::Unsigned(1),
+                ],
+            ),
+            (
+                2,
+                vec![
+                    Field::Unsigned(1),
+                    Field::Unsigned(0),
+                    Field::Unsigned(u64::MAX),
+                    token(),
+                    Field::Signed(1),
+                    Field::Unsigned(1),
+                ],
+            ),
+            (3, vec![token(), Field::Signed(1), Field::Unsigned(1)]),
             (0, vec![token(), Field::Signed(1), Field::Unsigned(1)]),
         ];
-        for (version, fields) in cases {
+        for (version, f) in cases {
             assert!(
-                decode_lock(version, &mut v1(fields.clone())).is_err(),
-                "{fields:?}"
+                decode_value(version, &mut fields(f.clone())).is_err(),
+                "{f:?}"
             );
         }
         assert_eq!(
-            decode_lock(2, &mut v1(vec![])),
-            Err(LockError::UnknownEncoding(2))
+            decode_value(3, &mut fields(vec![])),
+            Err(LockError::UnknownEncoding(3))
         );
     }
 
@@ -178,6 +315,10 @@ mod tests {
         encode_clock(99, &mut to);
         assert_eq!(decode_clock(CURRENT_VERSION, &mut to), Ok(99));
         assert!(decode_clock(1, &mut to).is_err(), "nothing left");
-        assert!(decode_clock(7, &mut v1(vec![Field::Unsigned(1)])).is_err());
+        assert_eq!(
+            decode_clock(1, &mut fields(vec![Field::Unsigned(5)])),
+            Ok(5)
+        );
+        assert!(decode_clock(7, &mut fields(vec![Field::Unsigned(1)])).is_err());
     }
 }

@@ -9,6 +9,10 @@
 //! - `DEL key` (since 0.1): the lock was freed (released, or a grant taken back).
 //! - `LOCK.CLOCK fence` (since 0.1): the fence clock, written when the server forks, so a
 //!   rewritten AOF without the RDB preamble keeps it.
+//! - `LOCK.APPLY key token deadline fence SHARED` and `... LIMIT n` (since 0.2): one shared
+//!   holder as stored, added or replaced by token.
+//! - `LOCK.DROP key token` (since 0.2): one shared holder left (released, expired, taken back);
+//!   the key goes with the last.
 
 use std::ffi::CStr;
 
@@ -17,8 +21,10 @@ use crate::error::{shown, LockError, LockResult};
 use crate::lock::Lock;
 use crate::request::parse_i64;
 use crate::token::Token;
+use crate::value::Want;
 
 pub const APPLY_COMMAND: &CStr = c"LOCK.APPLY";
+pub const DROP_COMMAND: &CStr = c"LOCK.DROP";
 pub const CLOCK_COMMAND: &CStr = c"LOCK.CLOCK";
 pub const RELEASE_COMMAND: &CStr = c"DEL";
 
@@ -31,8 +37,17 @@ pub enum Effect<'a> {
         deadline_ms: i64,
         fence: i64,
     },
+    /// `LOCK.APPLY key token deadline fence SHARED` (limit None) or `... LIMIT n`.
+    Share {
+        token: &'a [u8],
+        deadline_ms: i64,
+        fence: i64,
+        limit: Option<i64>,
+    },
     /// `DEL key`.
     Release,
+    /// `LOCK.DROP key token`.
+    DropHolder { token: &'a [u8] },
     /// `LOCK.CLOCK fence`.
     Clock { fence: i64 },
 }
@@ -48,6 +63,16 @@ impl<'a> Effect<'a> {
         }
     }
 
+    /// The effect that adds or replaces the shared `holder` of a lock with `limit`.
+    pub fn share(holder: &'a Lock, limit: Option<u32>, buf: &'a mut [u8; INLINE_TEXT_MAX]) -> Self {
+        Effect::Share {
+            deadline_ms: holder.deadline_ms,
+            fence: holder.fence() as i64,
+            limit: limit.map(i64::from),
+            token: holder.token(buf),
+        }
+    }
+
     /// The fence clock at `last`.
     pub fn clock(last: u64) -> Self {
         Effect::Clock {
@@ -57,8 +82,9 @@ impl<'a> Effect<'a> {
 
     pub fn command(&self) -> &'static CStr {
         match self {
-            Effect::Apply { .. } => APPLY_COMMAND,
+            Effect::Apply { .. } | Effect::Share { .. } => APPLY_COMMAND,
             Effect::Release => RELEASE_COMMAND,
+            Effect::DropHolder { .. } => DROP_COMMAND,
             Effect::Clock { .. } => CLOCK_COMMAND,
         }
     }
@@ -70,6 +96,8 @@ pub struct Applied {
     pub token: Token,
     pub deadline_ms: i64,
     pub fence: u64,
+    /// Exclusive, or a shared holder and the lock's limit.
+    pub want: Want,
 }
 
 impl Applied {
@@ -80,14 +108,36 @@ impl Applied {
 
 /// The arguments of LOCK.APPLY after the key, in any form ever written.
 pub fn parse_apply(args: &[&[u8]]) -> LockResult<Applied> {
-    match args {
-        [token, deadline, fence] => Ok(Applied {
-            token: Token::parse(token)?,
-            deadline_ms: effect_number("deadline", deadline)?,
-            fence: effect_number("fence", fence)?.unsigned_abs(),
-        }),
-        _ => Err(LockError::WrongArity("lock.apply")),
-    }
+    let (holder, kind) = match args {
+        [token, deadline, fence, kind @ ..] => ((token, deadline, fence), kind),
+        _ => return Err(LockError::WrongArity("lock.apply")),
+    };
+    let want = match kind {
+        [] => Want::Exclusive,
+        [shared] if shared.eq_ignore_ascii_case(b"SHARED") => Want::Shared { limit: None },
+        [limit, n] if limit.eq_ignore_ascii_case(b"LIMIT") => {
+            let n = effect_number("limit", n)?;
+            Want::Shared {
+                limit: Some(u32::try_from(n).map_err(|_| LockError::LimitInvalid(shown(args[4])))?),
+            }
+        }
+        _ => return Err(LockError::WrongArity("lock.apply")),
+    };
+    let (token, deadline, fence) = holder;
+    Ok(Applied {
+        token: Token::parse(token)?,
+        deadline_ms: effect_number("deadline", deadline)?,
+        fence: effect_number("fence", fence)?.unsigned_abs(),
+        want,
+    })
+}
+
+/// LOCK.DROP's one argument after the key: the holder's token.
+pub fn parse_drop(args: &[&[u8]]) -> LockResult<Token> {
+    let [token] = args else {
+        return Err(LockError::WrongArity("lock.drop"));
+    };
+    Token::parse(token)
 }
 
 /// LOCK.CLOCK's one argument: the fence the clock must reach.
@@ -143,7 +193,34 @@ mod tests {
         };
         let (deadline, fence) = (deadline_ms.to_string(), fence.to_string());
         let back = parse_apply(&[token, deadline.as_bytes(), fence.as_bytes()]).unwrap();
+        assert_eq!(back.want, Want::Exclusive);
         assert_eq!(back.into_lock().unwrap(), lock);
+    }
+
+    #[test]
+    fn a_shared_holder_goes_out_with_its_limit() {
+        let lock = Lock::new(&Token::parse(b"r1").unwrap(), 5_000, 42).unwrap();
+        let mut buf = [0u8; INLINE_TEXT_MAX];
+        let effect = Effect::share(&lock, Some(3), &mut buf);
+        assert_eq!(effect.command(), c"LOCK.APPLY");
+        assert!(matches!(
+            effect,
+            Effect::Share {
+                limit: Some(3),
+                fence: 42,
+                ..
+            }
+        ));
+        let r = parse_apply(&[b"r1", b"5000", b"42", b"LIMIT", b"3"]).unwrap();
+        assert_eq!(r.want, Want::Shared { limit: Some(3) });
+        let r = parse_apply(&[b"r1", b"5000", b"42", b"SHARED"]).unwrap();
+        assert_eq!(r.want, Want::Shared { limit: None });
+        assert!(parse_apply(&[b"r1", b"5000", b"42", b"LIMIT"]).is_err());
+        assert!(parse_apply(&[b"r1", b"5000", b"42", b"LIMIT", b"-1"]).is_err());
+        assert!(parse_apply(&[b"r1", b"5000", b"42", b"OTHER"]).is_err());
+        assert_eq!(parse_drop(&[b"r1"]).unwrap().as_bytes(), b"r1");
+        assert_eq!(parse_drop(&[]), Err(LockError::WrongArity("lock.drop")));
+        assert_eq!(Effect::DropHolder { token: b"r1" }.command(), c"LOCK.DROP");
     }
 
     #[test]

@@ -26,8 +26,26 @@ pub enum LockError {
     #[error("ERR invalid token: must be 1 to 256 bytes, got {0}")]
     TokenLength(usize),
 
-    #[error("ERR unknown option '{0}' (LOCK.ACQUIRE takes TOKEN token and BLOCK timeout)")]
+    #[error(
+        "ERR unknown option '{0}' (LOCK.ACQUIRE takes TOKEN token, BLOCK timeout, SHARED and \
+         LIMIT n)"
+    )]
     UnknownOption(String),
+
+    #[error("ERR invalid LIMIT '{0}': must be a whole number from 1 to 1000000")]
+    LimitInvalid(String),
+
+    #[error("ERR SHARED and LIMIT cannot be combined: LIMIT n is itself a shared hold")]
+    SharedWithLimit,
+
+    #[error("{}", limit_mismatch(*.0))]
+    LimitMismatch(Option<u32>),
+
+    #[error("ERR this token holds the lock shared; it cannot also hold it exclusively")]
+    HeldShared,
+
+    #[error("ERR this token holds the lock exclusively; it cannot also hold it shared")]
+    HeldExclusively,
 
     #[error("ERR option {0} given more than once")]
     RepeatedOption(&'static str),
@@ -84,6 +102,14 @@ pub enum LockError {
 
 pub type LockResult<T> = Result<T, LockError>;
 
+/// The lock's limit, and how to ask for it.
+fn limit_mismatch(limit: Option<u32>) -> String {
+    match limit {
+        Some(n) => format!("ERR the lock is shared with LIMIT {n}; ask with LIMIT {n}"),
+        None => "ERR the lock is shared without a limit; ask with SHARED".into(),
+    }
+}
+
 /// How client bytes are shown inside an error text: printable ASCII as is, the rest escaped,
 /// and cut short, so an error reply never carries CR, LF, NUL or megabytes of input.
 pub fn shown(bytes: &[u8]) -> String {
@@ -131,6 +157,12 @@ mod tests {
             LockError::TimeoutInvalid("x".into()),
             LockError::TokenLength(0),
             LockError::UnknownOption("x".into()),
+            LockError::LimitInvalid("0".into()),
+            LockError::SharedWithLimit,
+            LockError::LimitMismatch(Some(3)),
+            LockError::LimitMismatch(None),
+            LockError::HeldShared,
+            LockError::HeldExclusively,
             LockError::RepeatedOption("TOKEN"),
             LockError::MissingValue("TOKEN"),
             LockError::WrongType,

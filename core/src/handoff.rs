@@ -9,7 +9,8 @@
 //!   granted, timed out, gone, or failed with an error;
 //! - a grant whose reply was never delivered is taken back, unless its owner showed meanwhile
 //!   (a retry or a renewal with its token) or the lock changed hands since;
-//! - a lock with waiters has one timer at its holder's deadline; none once nobody waits;
+//! - a lock with waiters has one timer at its (soonest) holder's deadline, and so has a shared
+//!   lock of several holders, whose holders leave at their own deadlines; none otherwise;
 //! - work that must not run inside the server's current operation (serving waiters after a
 //!   DEL or a flush, taking grants back, notifying expiries) waits in `Pending` for one runner.
 
@@ -18,6 +19,7 @@ use std::hash::Hash;
 
 use crate::queue::{LockId, Queues, Waiter};
 use crate::token::Token;
+use crate::value::Want;
 
 /// The server's name for a timer.
 pub type TimerId = u64;
@@ -83,8 +85,9 @@ pub struct HandOff<H> {
     in_flight: HashMap<LockId, Vec<InFlight>>,
     /// The BLOCK timeout timer of each waiter that has one, by serial.
     timeouts: HashMap<u64, TimerId>,
-    /// Per lock with waiters: the timer at its holder's deadline, and that deadline.
-    deadlines: HashMap<LockId, (TimerId, i64)>,
+    /// Per lock with waiters or expiring holders: the timer at its soonest holder deadline,
+    /// that deadline, and whether holders expire first (the timer stays without waiters).
+    deadlines: HashMap<LockId, (TimerId, i64, bool)>,
     pending: Pending,
     /// A runner is scheduled for `pending`.
     armed: bool,
@@ -124,6 +127,16 @@ impl<H: Copy + Eq + Hash> HandOff<H> {
         self.queues.len(lock)
     }
 
+    /// The first waiter of `lock`, still queued: the one to grant when the lock has room.
+    pub fn front(&self, lock: &LockId) -> Option<&Waiter<H>> {
+        self.queues.front(lock)
+    }
+
+    /// See `Queues::shared_limit`.
+    pub fn shared_limit(&self, lock: &LockId) -> Option<Option<u32>> {
+        self.queues.shared_limit(lock)
+    }
+
     pub fn total_waiters(&self) -> usize {
         self.queues.total()
     }
@@ -149,9 +162,9 @@ impl<H: Copy + Eq + Hash> HandOff<H> {
 
     // ---- waiting ------------------------------------------------------------------------
 
-    /// A client waits for `lock`, to be granted with `token` for `ttl_ms`: it joins the back
-    /// of the queue. Its serial tells it from a later waiter with the same handle.
-    pub fn wait(&mut self, lock: LockId, handle: H, token: Token, ttl_ms: i64) -> u64 {
+    /// A client waits for `lock`, to be granted `want` with `token` for `ttl_ms`: it joins the
+    /// back of the queue. Its serial tells it from a later waiter with the same handle.
+    pub fn wait(&mut self, lock: LockId, handle: H, token: Token, ttl_ms: i64, want: Want) -> u64 {
         self.next_serial += 1;
         let serial = self.next_serial;
         let waiter = Waiter {
@@ -159,6 +172,7 @@ impl<H: Copy + Eq + Hash> HandOff<H> {
             serial,
             token,
             ttl_ms,
+            want,
         };
         self.queues.push(lock, waiter);
         serial
@@ -213,7 +227,8 @@ impl<H: Copy + Eq + Hash> HandOff<H> {
     // ---- granting -----------------------------------------------------------------------
 
     /// The first waiter of `lock`, out of the queue, to be granted now (or answered with the
-    /// error that kept it from being granted).
+    /// error that kept it from being granted). The caller checked with `front` that the lock
+    /// has room for it.
     pub fn next_waiter(&mut self, lock: &LockId) -> Option<Waiter<H>> {
         self.queues.pop_front(lock)
     }
@@ -259,21 +274,27 @@ impl<H: Copy + Eq + Hash> HandOff<H> {
 
     // ---- the deadline timers ------------------------------------------------------------
 
-    /// The holder's deadline of `lock` is now `deadline` (a grant, renewal or retry, a waiter
-    /// queued behind it): its timer follows while anyone waits, and goes when nobody does.
-    pub fn deadline_moved(&mut self, lock: &LockId, deadline: i64) -> TimerChange {
-        if !self.has_waiters(lock) {
+    /// The soonest holder deadline of `lock` is now `deadline` (a grant, renewal or retry, a
+    /// waiter queued behind it), and `holders_expire` says whether some holder leaves before
+    /// the key expires (a shared lock of several holders): its timer follows while anyone
+    /// waits or holders expire, and goes otherwise.
+    pub fn deadline_moved(
+        &mut self,
+        lock: &LockId,
+        deadline: i64,
+        holders_expire: bool,
+    ) -> TimerChange {
+        if !self.has_waiters(lock) && !holders_expire {
             return TimerChange {
                 stop: self.disarm(lock),
                 start_at: None,
             };
         }
-        if self
-            .deadlines
-            .get(lock)
-            .is_some_and(|&(_, at)| at == deadline)
-        {
-            return TimerChange::default();
+        if let Some((_, at, expire)) = self.deadlines.get_mut(lock) {
+            if *at == deadline {
+                *expire = holders_expire;
+                return TimerChange::default();
+            }
         }
         TimerChange {
             stop: self.disarm(lock),
@@ -281,18 +302,21 @@ impl<H: Copy + Eq + Hash> HandOff<H> {
         }
     }
 
-    /// A timer was started at `at` for `lock`, as `deadline_moved` asked.
-    pub fn deadline_armed(&mut self, lock: LockId, timer: TimerId, at: i64) {
-        self.deadlines.insert(lock, (timer, at));
+    /// A timer was started at `at` for `lock`, as `deadline_moved` asked (with
+    /// `holders_expire` as given there).
+    pub fn deadline_armed(&mut self, lock: LockId, timer: TimerId, at: i64, holders_expire: bool) {
+        self.deadlines.insert(lock, (timer, at, holders_expire));
     }
 
-    /// The lock's deadline timer goes (nobody waits); the timer to stop.
+    /// The lock's deadline timer goes (nobody waits, no holder expires first); the timer to
+    /// stop.
     pub fn disarm(&mut self, lock: &LockId) -> Option<TimerId> {
-        self.deadlines.remove(lock).map(|(timer, _)| timer)
+        self.deadlines.remove(lock).map(|(timer, ..)| timer)
     }
 
     fn stop_deadline_unless_waited(&mut self, lock: &LockId) -> Option<TimerId> {
-        if self.has_waiters(lock) {
+        let kept = self.deadlines.get(lock).is_some_and(|&(.., expire)| expire);
+        if self.has_waiters(lock) || kept {
             None
         } else {
             self.disarm(lock)
@@ -388,8 +412,8 @@ mod tests {
     #[test]
     fn waiters_are_granted_in_order_and_their_grants_tracked() {
         let mut h = HandOff::<u32>::new();
-        let a = h.wait(id("k"), 1, tok("a"), 100);
-        let b = h.wait(id("k"), 2, tok("b"), 100);
+        let a = h.wait(id("k"), 1, tok("a"), 100, Want::Exclusive);
+        let b = h.wait(id("k"), 2, tok("b"), 100, Want::Exclusive);
         assert!(a < b);
         assert_eq!(h.waiters(&id("k")), 2);
         let first = h.next_waiter(&id("k")).unwrap();
@@ -434,28 +458,50 @@ mod tests {
     #[test]
     fn the_deadline_timer_follows_the_holder_while_anyone_waits() {
         let mut h = HandOff::<u32>::new();
-        assert_eq!(h.deadline_moved(&id("k"), 50), TimerChange::default());
-        h.wait(id("k"), 1, tok("a"), 100);
-        let change = h.deadline_moved(&id("k"), 50);
+        assert_eq!(
+            h.deadline_moved(&id("k"), 50, false),
+            TimerChange::default()
+        );
+        h.wait(id("k"), 1, tok("a"), 100, Want::Exclusive);
+        let change = h.deadline_moved(&id("k"), 50, false);
         assert_eq!(change.start_at, Some(50));
-        h.deadline_armed(id("k"), 11, 50);
-        assert_eq!(h.deadline_moved(&id("k"), 50), TimerChange::default());
-        let moved = h.deadline_moved(&id("k"), 80);
+        h.deadline_armed(id("k"), 11, 50, false);
+        assert_eq!(
+            h.deadline_moved(&id("k"), 50, false),
+            TimerChange::default()
+        );
+        let moved = h.deadline_moved(&id("k"), 80, false);
         assert_eq!((moved.stop, moved.start_at), (Some(11), Some(80)));
-        h.deadline_armed(id("k"), 12, 80);
+        h.deadline_armed(id("k"), 12, 80, false);
         let left = h.leave(1).unwrap();
         assert_eq!(left.stop_deadline, Some(12), "nobody waits any more");
         assert!(h.is_clear());
     }
 
     #[test]
+    fn holders_that_expire_first_keep_the_timer_without_waiters() {
+        let mut h = HandOff::<u32>::new();
+        let change = h.deadline_moved(&id("k"), 50, true);
+        assert_eq!(change.start_at, Some(50));
+        h.deadline_armed(id("k"), 11, 50, true);
+        h.wait(id("k"), 1, tok("a"), 100, Want::Shared { limit: None });
+        assert_eq!(h.shared_limit(&id("k")), Some(None));
+        assert_eq!(h.front(&id("k")).map(|w| w.handle), Some(1));
+        let left = h.leave(1).unwrap();
+        assert_eq!(left.stop_deadline, None, "holders still expire");
+        let change = h.deadline_moved(&id("k"), 50, false);
+        assert_eq!(change.stop, Some(11), "one holder left, nobody waits");
+        assert!(h.is_clear());
+    }
+
+    #[test]
     fn a_timeout_only_ends_the_waiter_it_was_for() {
         let mut h = HandOff::<u32>::new();
-        let first = h.wait(id("k"), 1, tok("a"), 100);
+        let first = h.wait(id("k"), 1, tok("a"), 100, Want::Exclusive);
         h.timeout_armed(first, 21);
         assert_eq!(h.answered(first), Some(21));
         h.leave(1).unwrap();
-        let second = h.wait(id("k"), 1, tok("a"), 100);
+        let second = h.wait(id("k"), 1, tok("a"), 100, Want::Exclusive);
         assert_eq!(h.time_out(1, first), None, "the handle was reused");
         assert_eq!(h.time_out(1, second).map(|l| l.waiter.serial), Some(second));
         assert!(h.leave(1).is_none());
@@ -472,7 +518,7 @@ mod tests {
         );
         assert_eq!(h.take_expired(1), vec![]);
         assert_eq!(h.take_expired(0), vec![id("k"), id("j")]);
-        h.wait(id("k"), 1, tok("a"), 100);
+        h.wait(id("k"), 1, tok("a"), 100, Want::Exclusive);
         assert!(!h.serve_later(Some(3)));
         assert!(!h.serve_later(None), "still scheduled");
         h.runner_fired();

@@ -1,12 +1,14 @@
 //! The lock logic of the `redis-lock` module, in plain Rust with no server calls: tokens and
-//! their compact storage, the lock value and the commands' decisions, the fence clock, request
+//! their compact storage, the lock values of both kinds (exclusive, shared) and the commands'
+//! decisions, the fence clock, request
 //! parsing, the one error type, the wait queues, the hand-off state machine, and the encodings
 //! (values in RDB files, effects in the replication stream and the AOF).
 //!
 //! The module crate (`src/` beside this crate) reads the server, asks this crate what to do,
 //! and does it.
 
-// `unsafe` is confined to the compact token storage, where every use says why it is sound.
+// `unsafe` is confined to the compact token storage and the one-pointer lock value, where every
+// use says why it is sound.
 #![deny(unsafe_code)]
 
 pub mod codec;
@@ -19,6 +21,9 @@ pub mod handoff;
 pub mod lock;
 pub mod queue;
 pub mod request;
+pub mod shared;
 pub mod token;
+#[allow(unsafe_code)]
+pub mod value;
 
 pub use error::{LockError, LockResult};

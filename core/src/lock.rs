@@ -1,4 +1,5 @@
-//! A lock's value and the decisions of the commands.
+//! One holder's lock: token, deadline and fence in 32 bytes. An exclusive lock is one; a
+//! shared lock (`shared.rs`) is a set of them. The decisions are in `value.rs`.
 //!
 //! Times are Unix milliseconds as signed 64-bit numbers, like Redis's own expiry times.
 //! A lock is held while `now < deadline`; from the deadline on it is free, whether or not
@@ -55,11 +56,6 @@ impl Lock {
         now_ms < self.deadline_ms
     }
 
-    /// Held, not expired, and by this token: the condition of RENEW, RELEASE and retries.
-    pub fn is_held_by(&self, token: &Token, now_ms: i64) -> bool {
-        self.is_live(now_ms) && self.has_token(token)
-    }
-
     /// Milliseconds left before the deadline, 0 once it has passed.
     pub fn remaining_ms(&self, now_ms: i64) -> i64 {
         self.deadline_ms.saturating_sub(now_ms).max(0)
@@ -75,36 +71,6 @@ impl fmt::Debug for Lock {
             .field("fence", &self.fence())
             .finish()
     }
-}
-
-/// What LOCK.ACQUIRE does with the lock it finds.
-#[derive(Debug, PartialEq, Eq)]
-pub enum Acquire {
-    /// Free (no lock, or its deadline has passed): a new grant with a new fence.
-    Grant,
-    /// Held by the caller's own token: an idempotent retry; new deadline, same fence.
-    Retry,
-    /// Held by someone else.
-    Busy,
-}
-
-pub fn decide_acquire(current: Option<&Lock>, token: Option<&Token>, now_ms: i64) -> Acquire {
-    match current {
-        Some(lock) if lock.is_live(now_ms) => match token {
-            Some(t) if lock.has_token(t) => Acquire::Retry,
-            _ => Acquire::Busy,
-        },
-        _ => Acquire::Grant,
-    }
-}
-
-/// The live lock held by `token`, if that is what `current` is.
-pub fn held_by<'a>(
-    current: Option<&'a mut Lock>,
-    token: &Token,
-    now_ms: i64,
-) -> Option<&'a mut Lock> {
-    current.filter(|lock| lock.is_held_by(token, now_ms))
 }
 
 /// `now + ttl`, refused rather than wrapped when it leaves the 64-bit range.
@@ -139,47 +105,6 @@ mod tests {
             Lock::new(&tok("a"), 1, MAX_FENCE + 1).err(),
             Some(LockError::FenceExhausted)
         );
-    }
-
-    #[test]
-    fn free_lock_is_granted() {
-        assert_eq!(decide_acquire(None, None, 100), Acquire::Grant);
-        assert_eq!(decide_acquire(None, Some(&tok("a")), 100), Acquire::Grant);
-    }
-
-    #[test]
-    fn expired_lock_is_granted_to_anyone() {
-        let l = lock("a", 100);
-        assert_eq!(
-            decide_acquire(Some(&l), Some(&tok("b")), 100),
-            Acquire::Grant
-        );
-        assert_eq!(decide_acquire(Some(&l), None, 101), Acquire::Grant);
-        // Even the old owner gets a new grant (and so a new fence), not a retry.
-        assert_eq!(
-            decide_acquire(Some(&l), Some(&tok("a")), 100),
-            Acquire::Grant
-        );
-    }
-
-    #[test]
-    fn live_lock_is_a_retry_for_its_owner_and_busy_for_others() {
-        let l = lock("a", 100);
-        assert_eq!(
-            decide_acquire(Some(&l), Some(&tok("a")), 99),
-            Acquire::Retry
-        );
-        assert_eq!(decide_acquire(Some(&l), Some(&tok("b")), 99), Acquire::Busy);
-        assert_eq!(decide_acquire(Some(&l), None, 99), Acquire::Busy);
-    }
-
-    #[test]
-    fn held_by_needs_the_token_and_a_live_deadline() {
-        let mut l = lock("a", 100);
-        assert!(held_by(Some(&mut l), &tok("a"), 99).is_some());
-        assert!(held_by(Some(&mut l), &tok("a"), 100).is_none());
-        assert!(held_by(Some(&mut l), &tok("b"), 99).is_none());
-        assert!(held_by(None, &tok("a"), 0).is_none());
     }
 
     #[test]

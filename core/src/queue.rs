@@ -1,13 +1,15 @@
-//! The wait queues of LOCK.ACQUIRE ... BLOCK: one FIFO queue per lock, kept in
+//! The wait queues of LOCK.ACQUIRE ... BLOCK: one FIFO queue per lock, across modes, kept in
 //! module memory rather than inside the key (which can expire, be deleted or be flushed while
-//! clients wait on it).
+//! clients wait on it). Joining, leaving from anywhere and serving the head cost a logarithm
+//! of the queue's length.
 //!
 //! `H` is the handle of a blocked client; the queues only store and return it.
 
-use std::collections::{HashMap, VecDeque};
+use std::collections::{BTreeMap, HashMap};
 use std::hash::Hash;
 
 use crate::token::Token;
+use crate::value::Want;
 
 /// A lock's identity: its database and key name.
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
@@ -20,17 +22,28 @@ pub struct LockId {
 #[derive(Debug, PartialEq, Eq)]
 pub struct Waiter<H> {
     pub handle: H,
-    /// Tells this waiter from a later one the server may give the same handle.
+    /// Tells this waiter from a later one the server may give the same handle; serials rise,
+    /// so they are also the order of arrival.
     pub serial: u64,
     pub token: Token,
     pub ttl_ms: i64,
+    pub want: Want,
+}
+
+#[derive(Debug)]
+struct Queue<H> {
+    by_serial: BTreeMap<u64, Waiter<H>>,
+    /// Shared requests among them, and their limit (all the same: see `shared_limit`).
+    shared: usize,
+    limit: Option<u32>,
 }
 
 #[derive(Debug)]
 pub struct Queues<H> {
-    queues: HashMap<LockId, VecDeque<Waiter<H>>>,
-    /// Which lock each waiting handle waits for, to remove it on timeout or disconnect.
-    waiting_on: HashMap<H, LockId>,
+    queues: HashMap<LockId, Queue<H>>,
+    /// Which lock and serial each waiting handle waits as, to remove it on timeout or
+    /// disconnect.
+    waiting_on: HashMap<H, (LockId, u64)>,
 }
 
 impl<H: Copy + Eq + Hash> Queues<H> {
@@ -41,43 +54,61 @@ impl<H: Copy + Eq + Hash> Queues<H> {
         }
     }
 
-    /// Put a waiter at the back of the lock's queue.
+    /// Put a waiter at the back of the lock's queue (its serial is above every queued one).
     pub fn push(&mut self, lock: LockId, waiter: Waiter<H>) {
-        self.waiting_on.insert(waiter.handle, lock.clone());
-        self.queues.entry(lock).or_default().push_back(waiter);
+        self.waiting_on
+            .insert(waiter.handle, (lock.clone(), waiter.serial));
+        let queue = self.queues.entry(lock).or_insert_with(|| Queue {
+            by_serial: BTreeMap::new(),
+            shared: 0,
+            limit: None,
+        });
+        if let Want::Shared { limit } = waiter.want {
+            queue.shared += 1;
+            queue.limit = limit;
+        }
+        queue.by_serial.insert(waiter.serial, waiter);
+    }
+
+    /// The first waiter of the lock, still queued.
+    pub fn front(&self, lock: &LockId) -> Option<&Waiter<H>> {
+        self.queues
+            .get(lock)?
+            .by_serial
+            .first_key_value()
+            .map(|(_, w)| w)
     }
 
     /// The first waiter of the lock, taken out of the queue.
     pub fn pop_front(&mut self, lock: &LockId) -> Option<Waiter<H>> {
+        let serial = *self.queues.get(lock)?.by_serial.first_key_value()?.0;
+        self.take(lock, serial)
+    }
+
+    fn take(&mut self, lock: &LockId, serial: u64) -> Option<Waiter<H>> {
         let queue = self.queues.get_mut(lock)?;
-        let waiter = queue.pop_front();
-        if queue.is_empty() {
+        let waiter = queue.by_serial.remove(&serial)?;
+        if matches!(waiter.want, Want::Shared { .. }) {
+            queue.shared -= 1;
+        }
+        if queue.by_serial.is_empty() {
             self.queues.remove(lock);
         }
-        if let Some(waiter) = &waiter {
-            self.waiting_on.remove(&waiter.handle);
-        }
-        waiter
+        self.waiting_on.remove(&waiter.handle);
+        Some(waiter)
     }
 
     /// Take a waiter out wherever it is in its queue (timeout, disconnect). None if it is not
     /// waiting any more (it was granted, or already removed).
     pub fn remove(&mut self, handle: H) -> Option<(LockId, Waiter<H>)> {
-        let lock = self.waiting_on.remove(&handle)?;
-        let queue = self.queues.get_mut(&lock)?;
-        let at = queue.iter().position(|w| w.handle == handle)?;
-        let waiter = queue.remove(at)?;
-        if queue.is_empty() {
-            self.queues.remove(&lock);
-        }
+        let (lock, serial) = self.waiting_on.get(&handle)?.clone();
+        let waiter = self.take(&lock, serial)?;
         Some((lock, waiter))
     }
 
     /// Like `remove`, but only if the handle still belongs to waiter `serial`.
     pub fn remove_serial(&mut self, handle: H, serial: u64) -> Option<(LockId, Waiter<H>)> {
-        let lock = self.waiting_on.get(&handle)?;
-        let current = self.queues.get(lock)?.iter().find(|w| w.handle == handle)?;
-        if current.serial != serial {
+        if !self.is_waiting(handle, serial) {
             return None;
         }
         self.remove(handle)
@@ -87,13 +118,16 @@ impl<H: Copy + Eq + Hash> Queues<H> {
     pub fn is_waiting(&self, handle: H, serial: u64) -> bool {
         self.waiting_on
             .get(&handle)
-            .and_then(|lock| self.queues.get(lock))
-            .is_some_and(|q| q.iter().any(|w| w.handle == handle && w.serial == serial))
+            .is_some_and(|(_, queued)| *queued == serial)
     }
 
     /// Take every waiter of the lock out, in order.
     pub fn take_all(&mut self, lock: &LockId) -> Vec<Waiter<H>> {
-        let waiters: Vec<_> = self.queues.remove(lock).unwrap_or_default().into();
+        let waiters: Vec<_> = self
+            .queues
+            .remove(lock)
+            .map(|q| q.by_serial.into_values().collect())
+            .unwrap_or_default();
         for waiter in &waiters {
             self.waiting_on.remove(&waiter.handle);
         }
@@ -101,7 +135,16 @@ impl<H: Copy + Eq + Hash> Queues<H> {
     }
 
     pub fn len(&self, lock: &LockId) -> usize {
-        self.queues.get(lock).map_or(0, VecDeque::len)
+        self.queues.get(lock).map_or(0, |q| q.by_serial.len())
+    }
+
+    /// The limit of the shared requests waiting for `lock`: `Some(None)` for `SHARED`,
+    /// `Some(Some(n))` for `LIMIT n`, None when no shared request waits.
+    pub fn shared_limit(&self, lock: &LockId) -> Option<Option<u32>> {
+        self.queues
+            .get(lock)
+            .filter(|q| q.shared > 0)
+            .map(|q| q.limit)
     }
 
     /// Waiting clients over all locks.
@@ -150,7 +193,23 @@ mod tests {
             serial: u64::from(handle) * 10,
             token: Token::parse(format!("t{handle}").as_bytes()).unwrap(),
             ttl_ms: 1000,
+            want: Want::Exclusive,
         }
+    }
+
+    #[test]
+    fn shared_waiters_give_the_queue_its_limit() {
+        let mut q = Queues::new();
+        q.push(id(0, "a"), waiter(1));
+        assert_eq!(q.shared_limit(&id(0, "a")), None);
+        let mut w = waiter(2);
+        w.want = Want::Shared { limit: Some(3) };
+        q.push(id(0, "a"), w);
+        assert_eq!(q.shared_limit(&id(0, "a")), Some(Some(3)));
+        assert_eq!(q.front(&id(0, "a")).map(|w| w.handle), Some(1));
+        assert!(q.remove(2).is_some());
+        assert_eq!(q.shared_limit(&id(0, "a")), None);
+        assert_eq!(q.len(&id(0, "a")), 1);
     }
 
     #[test]

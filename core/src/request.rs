@@ -4,15 +4,18 @@
 //! gets its error and changes nothing.
 
 use crate::error::{shown, LockError, LockResult};
+use crate::shared::MAX_LIMIT;
 use crate::token::Token;
+use crate::value::Want;
 
-/// LOCK.ACQUIRE key ttl [TOKEN token] [BLOCK timeout]
+/// LOCK.ACQUIRE key ttl [TOKEN token] [BLOCK timeout] [SHARED | LIMIT n]
 #[derive(Debug, PartialEq, Eq)]
 pub struct AcquireRequest {
     pub ttl_ms: i64,
     pub token: Option<Token>,
     /// `Some(0)` waits without limit.
     pub block_ms: Option<i64>,
+    pub want: Want,
 }
 
 /// LOCK.RENEW key token ttl
@@ -31,30 +34,47 @@ impl AcquireRequest {
         let ttl_ms = parse_ttl(ttl, max_ttl_ms)?;
         let mut token = None;
         let mut block_ms = None;
+        let mut shared = false;
+        let mut limit = None;
         let mut rest = options;
         while let Some((name, after)) = rest.split_first() {
-            let (option, slot_is_set) = if name.eq_ignore_ascii_case(b"TOKEN") {
-                ("TOKEN", token.is_some())
-            } else if name.eq_ignore_ascii_case(b"BLOCK") {
-                ("BLOCK", block_ms.is_some())
-            } else {
-                return Err(LockError::UnknownOption(shown(name)));
+            let option = ["TOKEN", "BLOCK", "SHARED", "LIMIT"]
+                .into_iter()
+                .find(|option| name.eq_ignore_ascii_case(option.as_bytes()))
+                .ok_or_else(|| LockError::UnknownOption(shown(name)))?;
+            let repeated = match option {
+                "TOKEN" => token.is_some(),
+                "BLOCK" => block_ms.is_some(),
+                "SHARED" => shared,
+                _ => limit.is_some(),
             };
-            if slot_is_set {
+            if repeated {
                 return Err(LockError::RepeatedOption(option));
             }
+            if option == "SHARED" {
+                shared = true;
+                rest = after;
+                continue;
+            }
             let (value, after) = after.split_first().ok_or(LockError::MissingValue(option))?;
-            if option == "TOKEN" {
-                token = Some(Token::parse(value)?);
-            } else {
-                block_ms = Some(parse_timeout(value)?);
+            match option {
+                "TOKEN" => token = Some(Token::parse(value)?),
+                "BLOCK" => block_ms = Some(parse_timeout(value)?),
+                _ => limit = Some(parse_limit(value)?),
             }
             rest = after;
         }
+        let want = match (shared, limit) {
+            (true, Some(_)) => return Err(LockError::SharedWithLimit),
+            (true, None) => Want::Shared { limit: None },
+            (false, Some(n)) => Want::Shared { limit: Some(n) },
+            (false, None) => Want::Exclusive,
+        };
         Ok(Self {
             ttl_ms,
             token,
             block_ms,
+            want,
         })
     }
 }
@@ -92,6 +112,13 @@ fn parse_ttl(bytes: &[u8], max_ttl_ms: i64) -> LockResult<i64> {
         });
     }
     Ok(ttl)
+}
+
+fn parse_limit(bytes: &[u8]) -> LockResult<u32> {
+    parse_i64(bytes)
+        .filter(|n| (1..=i64::from(MAX_LIMIT)).contains(n))
+        .and_then(|n| u32::try_from(n).ok())
+        .ok_or_else(|| LockError::LimitInvalid(shown(bytes)))
 }
 
 fn parse_timeout(bytes: &[u8]) -> LockResult<i64> {
@@ -155,8 +182,50 @@ mod tests {
             Ok(AcquireRequest {
                 ttl_ms: 1000,
                 token: None,
-                block_ms: None
+                block_ms: None,
+                want: Want::Exclusive,
             })
+        );
+    }
+
+    #[test]
+    fn acquire_shared_or_with_a_limit() {
+        let r = acquire(&["10", "shared", "TOKEN", "me"]).unwrap();
+        assert_eq!(r.want, Want::Shared { limit: None });
+        let r = acquire(&["10", "LIMIT", "3", "BLOCK", "0"]).unwrap();
+        assert_eq!(r.want, Want::Shared { limit: Some(3) });
+        assert_eq!(
+            acquire(&["10", "LiMiT", "1000000"]).unwrap().want,
+            Want::Shared {
+                limit: Some(1_000_000)
+            }
+        );
+        for bad in ["0", "-1", "1000001", "x", "1.5", "", "4294967297"] {
+            assert_eq!(
+                acquire(&["10", "LIMIT", bad]),
+                Err(LockError::LimitInvalid(bad.into())),
+                "{bad}"
+            );
+        }
+        assert_eq!(
+            acquire(&["10", "SHARED", "LIMIT", "2"]),
+            Err(LockError::SharedWithLimit)
+        );
+        assert_eq!(
+            acquire(&["10", "LIMIT", "2", "SHARED"]),
+            Err(LockError::SharedWithLimit)
+        );
+        assert_eq!(
+            acquire(&["10", "SHARED", "shared"]),
+            Err(LockError::RepeatedOption("SHARED"))
+        );
+        assert_eq!(
+            acquire(&["10", "LIMIT", "2", "LIMIT", "2"]),
+            Err(LockError::RepeatedOption("LIMIT"))
+        );
+        assert_eq!(
+            acquire(&["10", "LIMIT"]),
+            Err(LockError::MissingValue("LIMIT"))
         );
     }
 

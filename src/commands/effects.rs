@@ -1,8 +1,11 @@
 //! The effect commands, run only by replicas (from the primary's link) and AOF replay: the
-//! core's `effect` module says what each form means. `LOCK.APPLY key ...` stores a lock exactly
-//! as the primary made it; `LOCK.CLOCK fence` raises the fence clock.
+//! core's `effect` module says what each form means. `LOCK.APPLY key ...` stores a lock, or one
+//! shared holder, exactly as the primary made it; `LOCK.DROP key token` removes one shared
+//! holder; `LOCK.CLOCK fence` raises the fence clock.
 
-use lock_core::effect::{parse_apply, parse_clock};
+use lock_core::effect::{parse_apply, parse_clock, parse_drop};
+use lock_core::shared::SharedLock;
+use lock_core::value::{Held, Value, Want};
 use lock_core::{LockError, LockResult};
 use redis_module::{Context, ContextFlags, RedisResult, RedisString, RedisValue};
 
@@ -22,12 +25,53 @@ pub fn apply(ctx: &Context, args: Vec<RedisString>) -> RedisResult {
         let (key, rest) = key_and_rest(&args, "lock.apply")?;
         let applied = parse_apply(&rest)?;
         let fence = applied.fence;
+        let want = applied.want;
         // Checked (the fence fits) before it may raise the clock.
         let lock = applied.into_lock()?;
         fences::observe_fence_or_warn(ctx, fence);
-        LockKey::open(ctx, key, Mode::Write)?.store(lock)?;
+        let mut lock_key = LockKey::open(ctx, key, Mode::Write)?;
+        match want {
+            Want::Exclusive => lock_key.store(Value::Exclusive(Box::new(lock)))?,
+            Want::Shared { limit } => match lock_key.held()? {
+                Some(Held::Shared(shared)) => {
+                    shared.upsert(lock);
+                    lock_key.follow_deadline()?;
+                }
+                _ => {
+                    let mut shared = SharedLock::new(limit);
+                    shared.insert(lock);
+                    lock_key.store(Value::Shared(Box::new(shared)))?;
+                }
+            },
+        }
         // A replica's own AOF must record the effect too (sub-replicas get the primary's
         // stream proxied; nothing propagates while the AOF itself is loading).
+        ctx.replicate_verbatim();
+        Ok(RedisValue::SimpleStringStatic("OK"))
+    })
+}
+
+/// LOCK.DROP key token: the shared holder with `token` leaves; the key goes with the last.
+/// (From the primary's link or AOF replay only.)
+pub fn drop_holder(ctx: &Context, args: Vec<RedisString>) -> RedisResult {
+    guard::command(|| {
+        effects_only(ctx, "LOCK.DROP")?;
+        let (key, rest) = key_and_rest(&args, "lock.drop")?;
+        let token = parse_drop(&rest)?;
+        let mut lock_key = LockKey::open(ctx, key, Mode::Write)?;
+        let empty = match lock_key.held()? {
+            Some(Held::Shared(shared)) => {
+                shared.remove(&token);
+                shared.is_empty()
+            }
+            Some(Held::Exclusive(lock)) => lock.has_token(&token),
+            None => false,
+        };
+        if empty {
+            lock_key.delete()?;
+        } else if lock_key.held()?.is_some() {
+            lock_key.follow_deadline()?;
+        }
         ctx.replicate_verbatim();
         Ok(RedisValue::SimpleStringStatic("OK"))
     })

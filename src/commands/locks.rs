@@ -6,10 +6,11 @@ use std::collections::BTreeMap;
 use redis_module::redisvalue::RedisValueKey;
 use redis_module::{Context, ContextFlags, RedisResult, RedisString, RedisValue};
 
-use lock_core::compact::INLINE_TEXT_MAX;
-use lock_core::lock::{self, decide_acquire, held_by, Acquire, Lock};
+use lock_core::lock::{self, Lock};
+use lock_core::queue::LockId;
 use lock_core::request::{parse_release, AcquireRequest, RenewRequest};
 use lock_core::token::Token;
+use lock_core::value::{decide, Acquire, Held, Value, Want};
 use lock_core::{LockError, LockResult};
 
 use crate::commands::key_and_rest;
@@ -23,7 +24,7 @@ use crate::server::answer::grant_reply;
 use crate::server::runner::Current;
 use crate::server::{blocked, fences, notices, runner, state};
 
-/// LOCK.ACQUIRE key ttl [TOKEN token] [BLOCK timeout]
+/// LOCK.ACQUIRE key ttl [TOKEN token] [BLOCK timeout] [SHARED | LIMIT n]
 pub fn acquire(ctx: &Context, args: Vec<RedisString>) -> RedisResult {
     guard::command(|| {
         let (key, rest) = key_and_rest(&args, "lock.acquire")?;
@@ -38,28 +39,59 @@ pub fn acquire(ctx: &Context, args: Vec<RedisString>) -> RedisResult {
             lock::deadline(now, timeout).map_err(|_| LockError::TimeoutOverflow(timeout))?;
         }
         let mut lock_key = LockKey::open(ctx, key, Mode::Write)?;
-        let waiting = state::anyone_waiting();
-        // No overtaking: a lock that is free while clients queue goes to the first of them.
-        if waiting && !lock_key.lock()?.is_some_and(|lock| lock.is_live(now)) {
-            let id = lock_id(ctx, key)?;
-            if state::has_waiters(&id) {
-                runner::grant_to_head(ctx, key, &mut lock_key, &id, Current::Free)?;
-            }
-        }
-        let current = lock_key.lock()?;
-        match decide_acquire(current.as_deref(), request.token.as_ref(), now) {
+        let id = queue_of(ctx, key, &mut lock_key, now)?;
+        let (queued, others_wait) = match &id {
+            Some(id) => state::with(|s| (s.handoff.shared_limit(id), s.handoff.has_waiters(id)))?,
+            None => (None, false),
+        };
+        let current = lock_key.held()?;
+        let decision = decide(
+            current.as_ref(),
+            request.want,
+            request.token.as_ref(),
+            now,
+            queued,
+            others_wait,
+        )?;
+        match decision {
             Acquire::Grant => {
                 let token = request.token.map_or_else(Token::generate, Ok)?;
-                lock_key.store(Lock::new(&token, deadline, fences::grant_fence()?)?)?;
+                let fence = match request.want {
+                    Want::Exclusive => {
+                        let lock = Lock::new(&token, deadline, fences::grant_fence()?)?;
+                        let fence = lock.fence();
+                        lock_key.store(Value::Exclusive(Box::new(lock)))?;
+                        if let Some(Held::Exclusive(stored)) = lock_key.held()? {
+                            propagate::replicate_lock(ctx, key, stored);
+                        }
+                        fence
+                    }
+                    Want::Shared { limit } => {
+                        let fence = runner::grant_shared(
+                            ctx,
+                            key,
+                            &mut lock_key,
+                            &token,
+                            deadline,
+                            limit,
+                            Current::Free,
+                            now,
+                        )?;
+                        runner::follow(&lock_id(ctx, key)?, &mut lock_key)?;
+                        fence
+                    }
+                };
                 count(&STATS.acquired);
                 notices::event(ctx, notify::ACQUIRED, key);
-                stored(ctx, key, &mut lock_key)
+                Ok(grant_reply(token.as_bytes(), fence))
             }
             Acquire::Retry => {
-                lock_key.set_deadline(deadline)?;
-                runner::owner_active(ctx, key, request.token.as_ref(), waiting, deadline)?;
+                let token = request
+                    .token
+                    .ok_or_else(|| LockError::Internal("a retry without a token".into()))?;
+                let fence = extend(ctx, key, &mut lock_key, &token, deadline)?;
                 notices::event(ctx, notify::RENEWED, key);
-                stored(ctx, key, &mut lock_key)
+                Ok(grant_reply(token.as_bytes(), fence))
             }
             Acquire::Busy => match request.block_ms {
                 // Inside MULTI, Lua and functions BLOCK is a single attempt, as BLPOP is there;
@@ -68,15 +100,24 @@ pub fn acquire(ctx: &Context, args: Vec<RedisString>) -> RedisResult {
                     if !flags.contains(ContextFlags::DENY_BLOCKING)
                         && flags.contains(ContextFlags::MASTER) =>
                 {
-                    let id = lock_id(ctx, key)?;
+                    let id = match id {
+                        Some(id) => id,
+                        None => lock_id(ctx, key)?,
+                    };
                     let max_waiters = config::max_waiters();
                     if max_waiters > 0 && state::waiters(&id) >= max_waiters {
                         return Err(LockError::TooManyWaiters(max_waiters));
                     }
                     count(&STATS.contended);
-                    let holder_deadline = current.map_or(now, |lock| lock.deadline_ms);
+                    let wake = current.as_ref().map_or((now, false), runner::wake);
                     let token = request.token.map_or_else(Token::generate, Ok)?;
-                    blocked::block(ctx, id, holder_deadline, token, request.ttl_ms, timeout)
+                    let wait = blocked::Wait {
+                        token,
+                        ttl_ms: request.ttl_ms,
+                        want: request.want,
+                        timeout_ms: timeout,
+                    };
+                    blocked::block(ctx, id, wake, wait)
                 }
                 _ => {
                     count(&STATS.contended);
@@ -87,6 +128,55 @@ pub fn acquire(ctx: &Context, args: Vec<RedisString>) -> RedisResult {
     })
 }
 
+/// Before ACQUIRE decides: a shared lock's expired holders leave, and if clients wait for the
+/// lock, whatever room it has goes to them first (nobody overtakes a waiter). The lock's id
+/// when anyone waits for any lock.
+fn queue_of(
+    ctx: &Context,
+    key: &RedisString,
+    lock_key: &mut LockKey,
+    now: i64,
+) -> LockResult<Option<LockId>> {
+    runner::prune(ctx, key, lock_key, now)?;
+    if !state::anyone_waiting() {
+        return Ok(None);
+    }
+    let id = lock_id(ctx, key)?;
+    if state::has_waiters(&id) {
+        runner::grant_to_head(ctx, key, lock_key, &id, Current::Free)?;
+    }
+    Ok(Some(id))
+}
+
+/// The live holder with `token` keeps its fence and gets `deadline` (a retry or a renewal),
+/// replicated; the lock's timer follows. Its fence.
+fn extend(
+    ctx: &Context,
+    key: &RedisString,
+    lock_key: &mut LockKey,
+    token: &Token,
+    deadline: i64,
+) -> LockResult<u64> {
+    let fence = match lock_key.held()? {
+        Some(Held::Exclusive(lock)) => {
+            lock.deadline_ms = deadline;
+            lock.fence()
+        }
+        Some(Held::Shared(shared)) => {
+            shared.set_deadline(token, deadline);
+            shared.holder(token).map_or(0, Lock::fence)
+        }
+        None => return Err(LockError::Internal("no lock to extend".into())),
+    };
+    lock_key.follow_deadline()?;
+    match lock_key.held()? {
+        Some(Held::Exclusive(lock)) => propagate::replicate_lock(ctx, key, lock),
+        _ => runner::replicate_holder(ctx, key, lock_key, token)?,
+    }
+    runner::owner_active(ctx, key, lock_key, token)?;
+    Ok(fence)
+}
+
 /// LOCK.RENEW key token ttl
 pub fn renew(ctx: &Context, args: Vec<RedisString>) -> RedisResult {
     guard::command(|| {
@@ -95,44 +185,44 @@ pub fn renew(ctx: &Context, args: Vec<RedisString>) -> RedisResult {
         let now = clock::now_ms()?;
         let deadline = lock::deadline(now, request.ttl_ms)?;
         let mut lock_key = LockKey::open(ctx, key, Mode::Write)?;
-        if held_by(lock_key.lock()?, &request.token, now).is_none() {
+        runner::prune(ctx, key, &mut lock_key, now)?;
+        if !holds(&mut lock_key, &request.token, now)? {
             return Ok(RedisValue::Integer(0));
         }
-        lock_key.set_deadline(deadline)?;
-        if let Some(lock) = lock_key.lock()? {
-            propagate::replicate_lock(ctx, key, lock);
-        }
-        runner::owner_active(
-            ctx,
-            key,
-            Some(&request.token),
-            state::anyone_waiting(),
-            deadline,
-        )?;
+        extend(ctx, key, &mut lock_key, &request.token, deadline)?;
         count(&STATS.renewed);
         notices::event(ctx, notify::RENEWED, key);
         Ok(RedisValue::Integer(1))
     })
 }
 
-/// LOCK.RELEASE key token: the lock goes to the first waiter, or the key is deleted.
+/// LOCK.RELEASE key token: the holder leaves; its room goes to the first waiters, or the key
+/// is deleted with the last holder.
 pub fn release(ctx: &Context, args: Vec<RedisString>) -> RedisResult {
     guard::command(|| {
         let (key, rest) = key_and_rest(&args, "lock.release")?;
         let token = parse_release(&rest)?;
         let now = clock::now_ms()?;
         let mut lock_key = LockKey::open(ctx, key, Mode::Write)?;
-        if held_by(lock_key.lock()?, &token, now).is_none() {
+        runner::prune(ctx, key, &mut lock_key, now)?;
+        if !holds(&mut lock_key, &token, now)? {
             return Ok(RedisValue::Integer(0));
         }
         count(&STATS.released);
         notices::event(ctx, notify::RELEASED, key);
-        runner::free_lock(ctx, key, &mut lock_key)?;
+        runner::free_holder(ctx, key, &mut lock_key, &token)?;
         Ok(RedisValue::Integer(1))
     })
 }
 
-/// LOCK.INFO key: fence, remaining ttl and waiters; never the token.
+/// Whether `token` is a live holder of the lock under the key.
+fn holds(lock_key: &mut LockKey, token: &Token, now: i64) -> LockResult<bool> {
+    Ok(lock_key
+        .held()?
+        .is_some_and(|held| held.holder(token, now).is_some()))
+}
+
+/// LOCK.INFO key: fence, holders, limit, mode, remaining ttl and waiters; never a token.
 pub fn info(ctx: &Context, args: Vec<RedisString>) -> RedisResult {
     guard::command(|| {
         let (key, rest) = key_and_rest(&args, "lock.info")?;
@@ -141,34 +231,33 @@ pub fn info(ctx: &Context, args: Vec<RedisString>) -> RedisResult {
         }
         let now = clock::now_ms()?;
         let mut lock_key = LockKey::open(ctx, key, Mode::Read)?;
-        let Some(lock) = lock_key.lock()?.filter(|lock| lock.is_live(now)) else {
+        let Some(held) = lock_key.held()?.filter(|held| held.is_live(now)) else {
             return Ok(RedisValue::Null);
         };
-        let waiters = i64::try_from(state::waiters(&lock_id(ctx, key)?)).unwrap_or(i64::MAX);
-        let fence = i64::try_from(lock.fence())
-            .map_err(|_| LockError::Internal("fence out of range".into()))?;
-        let fields = [
-            ("fence", fence),
-            ("ttl", lock.remaining_ms(now)),
-            ("waiters", waiters),
+        let number = |n: usize| RedisValue::Integer(i64::try_from(n).unwrap_or(i64::MAX));
+        let fence = held
+            .fence(now)
+            .and_then(|fence| i64::try_from(fence).ok())
+            .ok_or_else(|| LockError::Internal("fence out of range".into()))?;
+        let ttl = held.deadline().map_or(0, |d| d.saturating_sub(now).max(0));
+        let (mode, limit) = match &held {
+            Held::Exclusive(_) => ("exclusive", None),
+            Held::Shared(shared) => ("shared", shared.limit()),
+        };
+        let mut fields = vec![
+            ("fence", RedisValue::Integer(fence)),
+            ("holders", number(held.live_holders(now))),
+            ("mode", RedisValue::BulkString(mode.into())),
+            ("ttl", RedisValue::Integer(ttl)),
+            ("waiters", number(state::waiters(&lock_id(ctx, key)?))),
         ];
-        Ok(RedisValue::OrderedMap(BTreeMap::from(fields.map(
-            |(name, value)| {
-                (
-                    RedisValueKey::String(name.into()),
-                    RedisValue::Integer(value),
-                )
-            },
-        ))))
+        if let Some(limit) = limit {
+            fields.push(("limit", RedisValue::Integer(i64::from(limit))));
+        }
+        Ok(RedisValue::OrderedMap(BTreeMap::from_iter(
+            fields
+                .into_iter()
+                .map(|(name, value)| (RedisValueKey::String(name.into()), value)),
+        )))
     })
-}
-
-/// After a grant or retry has been stored: replicate the lock as stored, reply `[token, fence]`.
-fn stored(ctx: &Context, key: &RedisString, lock_key: &mut LockKey) -> LockResult<RedisValue> {
-    let lock = lock_key
-        .lock()?
-        .ok_or_else(|| LockError::Internal("the stored lock vanished".into()))?;
-    propagate::replicate_lock(ctx, key, lock);
-    let mut buf = [0u8; INLINE_TEXT_MAX];
-    Ok(grant_reply(lock.token(&mut buf), lock.fence()))
 }

@@ -1,11 +1,12 @@
-//! One lock under one Redis key: opening it, reading and writing the lock value, keeping the
-//! key's expiry equal to the lock's deadline, and deleting it when the lock is freed.
+//! One lock under one Redis key: opening it, reading and writing the lock value (of either
+//! kind), keeping the key's expiry equal to the lock's latest holder deadline, and deleting it
+//! when the lock is freed.
 
 use std::os::raw::c_int;
 use std::ptr::{self, NonNull};
 use std::sync::atomic::{AtomicPtr, Ordering};
 
-use lock_core::lock::Lock;
+use lock_core::value::{self, Held, Value};
 use lock_core::{LockError, LockResult};
 use redis_module::{raw, Context, RedisString};
 
@@ -85,7 +86,7 @@ impl LockKey {
     /// by its own expiry.)
     fn resync_expiry(&mut self) -> LockResult<()> {
         let Some(key) = self.key else { return Ok(()) };
-        let Some(deadline) = self.lock()?.map(|lock| lock.deadline_ms) else {
+        let Some(deadline) = self.held()?.and_then(|held| held.deadline()) else {
             return Ok(());
         };
         let get_abs_expire = api!(RedisModule_GetAbsExpire)?;
@@ -115,36 +116,37 @@ impl LockKey {
     }
 
     /// The lock stored here, expired or not; None if the key is empty.
-    pub fn lock(&mut self) -> LockResult<Option<&mut Lock>> {
+    pub fn held(&mut self) -> LockResult<Option<Held<'_>>> {
         let Some(key) = self.key else { return Ok(None) };
         let get_value = api!(RedisModule_ModuleTypeGetValue)?;
-        // SAFETY: check_type proved the value, if any, is one of ours, i.e. a Box<Lock>.
-        let value = unsafe { get_value(key.as_ptr()) }.cast::<Lock>();
-        Ok(unsafe { value.as_mut() })
+        // SAFETY: check_type proved the value, if any, is one of ours, made by
+        // `Value::into_raw`; the borrow ends with this handle's.
+        Ok(unsafe { value::held(get_value(key.as_ptr())) })
     }
 
-    /// Store `lock` (replacing what was there) with the key expiring at its deadline.
-    pub fn store(&mut self, lock: Lock) -> LockResult<()> {
+    /// Store `value` (replacing what was there) with the key expiring at its latest deadline.
+    pub fn store(&mut self, value: Value) -> LockResult<()> {
         let key = self.writable()?;
         let set_value = api!(RedisModule_ModuleTypeSetValue)?;
-        let deadline = lock.deadline_ms;
-        let value = Box::into_raw(Box::new(lock));
-        // SAFETY: on success the server owns the box and frees it through the type's `free`.
-        let replaced = unsafe { set_value(key.as_ptr(), lock_type(), value.cast()) };
+        let raw = value.into_raw();
+        // SAFETY: on success the server owns the value and frees it through the type's `free`.
+        let replaced = unsafe { set_value(key.as_ptr(), lock_type(), raw) };
         if replaced != raw::REDISMODULE_OK as c_int {
-            drop(unsafe { Box::from_raw(value) });
+            drop(unsafe { Value::from_raw(raw) });
             return Err(LockError::Internal("could not store the lock value".into()));
         }
         count(&STATS.locks);
-        self.expire_at(deadline)
+        self.follow_deadline()
     }
 
-    /// Move the deadline of the stored lock (renewal, retry).
-    pub fn set_deadline(&mut self, deadline_ms: i64) -> LockResult<()> {
-        self.lock()?
-            .ok_or_else(|| LockError::Internal("no lock to extend".into()))?
-            .deadline_ms = deadline_ms;
-        self.expire_at(deadline_ms)
+    /// After a holder's deadline moved, or a shared holder came or went: the key expires at
+    /// the lock's latest holder deadline.
+    pub fn follow_deadline(&mut self) -> LockResult<()> {
+        let deadline = self
+            .held()?
+            .and_then(|held| held.deadline())
+            .ok_or_else(|| LockError::Internal("no lock to follow".into()))?;
+        self.expire_at(deadline)
     }
 
     fn expire_at(&mut self, deadline_ms: i64) -> LockResult<()> {

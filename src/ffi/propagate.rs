@@ -16,7 +16,8 @@ macro_rules! send_effect {
     ($send:expr, $first:expr, $key:expr, $effect:expr) => {{
         let command = $effect.command().as_ptr();
         // SAFETY: each format matches its arguments: "s" a RedisModuleString, "b" a buffer and
-        // its length, "l" a long long; every pointer is live for the call.
+        // its length, "l" a long long, "c" a NUL-terminated string; every pointer is live for
+        // the call.
         match *$effect {
             Effect::Apply {
                 token,
@@ -34,7 +35,51 @@ macro_rules! send_effect {
                     fence as c_longlong,
                 )
             },
+            Effect::Share {
+                token,
+                deadline_ms,
+                fence,
+                limit,
+            } => match limit {
+                None => unsafe {
+                    $send(
+                        $first,
+                        command,
+                        c"sbllc".as_ptr(),
+                        $key,
+                        token.as_ptr().cast::<c_char>(),
+                        token.len(),
+                        deadline_ms as c_longlong,
+                        fence as c_longlong,
+                        c"SHARED".as_ptr(),
+                    )
+                },
+                Some(n) => unsafe {
+                    $send(
+                        $first,
+                        command,
+                        c"sbllcl".as_ptr(),
+                        $key,
+                        token.as_ptr().cast::<c_char>(),
+                        token.len(),
+                        deadline_ms as c_longlong,
+                        fence as c_longlong,
+                        c"LIMIT".as_ptr(),
+                        n as c_longlong,
+                    )
+                },
+            },
             Effect::Release => unsafe { $send($first, command, c"s".as_ptr(), $key) },
+            Effect::DropHolder { token } => unsafe {
+                $send(
+                    $first,
+                    command,
+                    c"sb".as_ptr(),
+                    $key,
+                    token.as_ptr().cast::<c_char>(),
+                    token.len(),
+                )
+            },
             // As decimal text ("b"), not "l": during a Valkey 9 slot migration an argument
             // made from "l" has the migration fail ("A module replicated a cross-slot
             // command"). The bytes sent are the same.

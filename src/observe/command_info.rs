@@ -24,6 +24,8 @@ struct ArgDoc {
     kind: raw::RedisModuleCommandArgType,
     /// The keyword before an option's value (`TOKEN`, `BLOCK`); options are optional.
     token: Option<&'static CStr>,
+    /// The choices of a `ONEOF` argument.
+    subargs: &'static [ArgDoc],
 }
 
 const KEY: raw::RedisModuleCommandArgType = raw::RedisModuleCommandArgType_REDISMODULE_ARG_TYPE_KEY;
@@ -33,12 +35,27 @@ const INTEGER: raw::RedisModuleCommandArgType =
     raw::RedisModuleCommandArgType_REDISMODULE_ARG_TYPE_INTEGER;
 const UNIX_TIME: raw::RedisModuleCommandArgType =
     raw::RedisModuleCommandArgType_REDISMODULE_ARG_TYPE_UNIX_TIME;
+const PURE_TOKEN: raw::RedisModuleCommandArgType =
+    raw::RedisModuleCommandArgType_REDISMODULE_ARG_TYPE_PURE_TOKEN;
+const ONEOF: raw::RedisModuleCommandArgType =
+    raw::RedisModuleCommandArgType_REDISMODULE_ARG_TYPE_ONEOF;
 
 const fn arg(name: &'static CStr, kind: raw::RedisModuleCommandArgType) -> ArgDoc {
     ArgDoc {
         name,
         kind,
         token: None,
+        subargs: &[],
+    }
+}
+
+/// An optional choice of one of `subargs`.
+const fn one_of(name: &'static CStr, subargs: &'static [ArgDoc]) -> ArgDoc {
+    ArgDoc {
+        name,
+        kind: ONEOF,
+        token: None,
+        subargs,
     }
 }
 
@@ -51,6 +68,7 @@ const fn option(
         name,
         kind,
         token: Some(token),
+        subargs: &[],
     }
 }
 
@@ -61,7 +79,7 @@ const DOCS: &[CommandDoc] = &[
         name: c"lock.acquire",
         acl: c"write blocking",
         public: true,
-        summary: c"Takes the lock for ttl milliseconds; replies [token, fence], or null if another owner holds it. With BLOCK, waits in FIFO order for up to timeout ms (0: no limit).",
+        summary: c"Takes the lock for ttl milliseconds; replies [token, fence], or null if it cannot be granted. With BLOCK, waits in FIFO order for up to timeout ms (0: no limit). SHARED: a shared hold beside other shared ones; LIMIT n: one of at most n shared holds.",
         arity: -3,
         key_flags: RW_UPDATE,
         args: &[
@@ -69,13 +87,20 @@ const DOCS: &[CommandDoc] = &[
             arg(c"ttl", INTEGER),
             option(c"token", c"TOKEN", STRING),
             option(c"timeout", c"BLOCK", INTEGER),
+            one_of(
+                c"mode",
+                &[
+                    option(c"shared", c"SHARED", PURE_TOKEN),
+                    option(c"limit", c"LIMIT", INTEGER),
+                ],
+            ),
         ],
     },
     CommandDoc {
         name: c"lock.renew",
         acl: c"write fast",
         public: true,
-        summary: c"Moves the deadline of a lock held by token to now + ttl; replies 1, or 0 if not held by token.",
+        summary: c"Moves the deadline of the hold of token to now + ttl; replies 1, or 0 if token holds nothing.",
         arity: 4,
         key_flags: RW_UPDATE,
         args: &[arg(c"key", KEY), arg(c"token", STRING), arg(c"ttl", INTEGER)],
@@ -84,7 +109,7 @@ const DOCS: &[CommandDoc] = &[
         name: c"lock.release",
         acl: c"write fast",
         public: true,
-        summary: c"Frees a lock held by token; replies 1, or 0 if not held by token.",
+        summary: c"Ends the hold of token (the lock goes to waiters, or is freed with its last holder); replies 1, or 0 if token holds nothing.",
         arity: 3,
         key_flags: raw::REDISMODULE_CMD_KEY_RW | raw::REDISMODULE_CMD_KEY_DELETE,
         args: &[arg(c"key", KEY), arg(c"token", STRING)],
@@ -93,7 +118,7 @@ const DOCS: &[CommandDoc] = &[
         name: c"lock.info",
         acl: c"read fast",
         public: true,
-        summary: c"Replies the fence, remaining ttl and waiters of a held lock, or null if it is free.",
+        summary: c"Replies the fence, holders, limit, mode, remaining ttl and waiters of a held lock, or null if it is free.",
         arity: 2,
         key_flags: raw::REDISMODULE_CMD_KEY_RO | raw::REDISMODULE_CMD_KEY_ACCESS,
         args: &[arg(c"key", KEY)],
@@ -102,15 +127,31 @@ const DOCS: &[CommandDoc] = &[
         name: c"lock.apply",
         acl: c"write",
         public: false,
-        summary: c"Internal: stores a lock as the primary made it (replication and AOF only).",
-        arity: 5,
+        summary: c"Internal: stores a lock, or one shared holder, as the primary made it (replication and AOF only).",
+        arity: -5,
         key_flags: raw::REDISMODULE_CMD_KEY_OW | raw::REDISMODULE_CMD_KEY_UPDATE,
         args: &[
             arg(c"key", KEY),
             arg(c"token", STRING),
             arg(c"deadline", UNIX_TIME),
             arg(c"fence", INTEGER),
+            one_of(
+                c"mode",
+                &[
+                    option(c"shared", c"SHARED", PURE_TOKEN),
+                    option(c"limit", c"LIMIT", INTEGER),
+                ],
+            ),
         ],
+    },
+    CommandDoc {
+        name: c"lock.drop",
+        acl: c"write",
+        public: false,
+        summary: c"Internal: removes one shared holder, and the key with the last (replication and AOF only).",
+        arity: 3,
+        key_flags: raw::REDISMODULE_CMD_KEY_RW | raw::REDISMODULE_CMD_KEY_DELETE,
+        args: &[arg(c"key", KEY), arg(c"token", STRING)],
     },
     CommandDoc {
         name: c"lock.clock",
@@ -164,7 +205,13 @@ pub fn register(ctx: &Context) -> bool {
         } else {
             &mut key_specs[..]
         };
-        let mut args: Vec<raw::RedisModuleCommandArg> = doc.args.iter().map(raw_arg).collect();
+        // The choices of ONEOF arguments, kept alive until the server has copied them.
+        let mut choices: Vec<Vec<raw::RedisModuleCommandArg>> = Vec::new();
+        let mut args: Vec<raw::RedisModuleCommandArg> = doc
+            .args
+            .iter()
+            .map(|doc| raw_arg(doc, &mut choices, false))
+            .collect();
         args.push(unsafe { std::mem::zeroed() });
         let info = raw::RedisModuleCommandInfo {
             version: &version,
@@ -243,7 +290,28 @@ fn key_spec(flags: u32) -> raw::RedisModuleCommandKeySpec {
     }
 }
 
-fn raw_arg(doc: &ArgDoc) -> raw::RedisModuleCommandArg {
+/// `doc` as the server reads it; the array of its choices, if any, goes into `choices`. The
+/// choices of a ONEOF (`nested`) are not optional in themselves.
+fn raw_arg(
+    doc: &ArgDoc,
+    choices: &mut Vec<Vec<raw::RedisModuleCommandArg>>,
+    nested: bool,
+) -> raw::RedisModuleCommandArg {
+    let subargs = if doc.subargs.is_empty() {
+        ptr::null_mut()
+    } else {
+        let mut sub: Vec<_> = doc
+            .subargs
+            .iter()
+            .map(|d| raw_arg(d, choices, true))
+            .collect();
+        sub.push(unsafe { std::mem::zeroed() });
+        // A Vec's buffer does not move when the Vec itself is moved into `choices`.
+        let at = sub.as_mut_ptr();
+        choices.push(sub);
+        at
+    };
+    let optional = !nested && (doc.token.is_some() || doc.kind == ONEOF);
     raw::RedisModuleCommandArg {
         name: doc.name.as_ptr(),
         type_: doc.kind,
@@ -251,13 +319,13 @@ fn raw_arg(doc: &ArgDoc) -> raw::RedisModuleCommandArg {
         token: doc.token.map_or(ptr::null(), CStr::as_ptr),
         summary: ptr::null(),
         since: ptr::null(),
-        flags: if doc.token.is_some() {
+        flags: if optional {
             raw::REDISMODULE_CMD_ARG_OPTIONAL as c_int
         } else {
             0
         },
         deprecated_since: ptr::null(),
-        subargs: ptr::null_mut(),
+        subargs,
         display_text: ptr::null(),
     }
 }

@@ -7,6 +7,7 @@ use std::time::{Duration, Instant};
 
 use lock_core::queue::LockId;
 use lock_core::token::Token;
+use lock_core::value::Want;
 use lock_core::{LockError, LockResult};
 use redis_module::{raw, Context, RedisError, RedisValue};
 
@@ -23,16 +24,24 @@ const CALLBACKS: Callbacks = Callbacks {
     disconnect: on_disconnect,
 };
 
-/// Block the calling client until the lock is handed to it or `timeout_ms` passes (0: no limit).
-/// `holder_deadline` is when the current holder's lock runs out.
-pub fn block(
-    ctx: &Context,
-    id: LockId,
-    holder_deadline: i64,
-    token: Token,
-    ttl_ms: i64,
-    timeout_ms: i64,
-) -> LockResult<RedisValue> {
+/// What a client waits to be granted.
+pub struct Wait {
+    pub token: Token,
+    pub ttl_ms: i64,
+    pub want: Want,
+    /// 0: no limit.
+    pub timeout_ms: i64,
+}
+
+/// Block the calling client until the lock is handed to it or its timeout passes. `wake` is
+/// when the lock's timer is due and whether its holders expire first (`runner::wake`).
+pub fn block(ctx: &Context, id: LockId, wake: (i64, bool), wait: Wait) -> LockResult<RedisValue> {
+    let Wait {
+        token,
+        ttl_ms,
+        want,
+        timeout_ms,
+    } = wait;
     // Timed on the monotonic clock, so a wall-clock step or the server clock's whole
     // milliseconds can never end a wait before its timeout.
     let timeout_at = match timeout_ms {
@@ -48,7 +57,7 @@ pub fn block(
     // timeout can never race a grant inside the server (on Redis 7.0 that race left the
     // client without any reply). The timeout callback still serves CLIENT UNBLOCK.
     let handle = block::block(ctx, &CALLBACKS)?;
-    let serial = match state::with(|s| s.handoff.wait(id.clone(), handle, token, ttl_ms)) {
+    let serial = match state::with(|s| s.handoff.wait(id.clone(), handle, token, ttl_ms, want)) {
         Ok(serial) => serial,
         Err(e) => {
             // Not queued, so nothing else would ever unblock it.
@@ -63,7 +72,7 @@ pub fn block(
             at,
         });
     }
-    runner::deadline_moved(&id, holder_deadline);
+    runner::deadline_moved(&id, wake.0, wake.1);
     Ok(RedisValue::NoReply)
 }
 

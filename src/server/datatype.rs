@@ -14,6 +14,8 @@ use lock_core::compact::INLINE_TEXT_MAX;
 use lock_core::effect::Effect;
 use lock_core::fence::Observed;
 use lock_core::lock::Lock;
+use lock_core::shared::SharedLock;
+use lock_core::value::{self, Held, Value};
 use redis_module::native_types::RedisType;
 use redis_module::raw;
 
@@ -62,11 +64,18 @@ pub fn register(ctx: &redis_module::Context) -> bool {
     true
 }
 
+/// The value behind the server's pointer.
+///
+/// SAFETY: the server passes values of this type only, made by `Value::into_raw`, and none is
+/// borrowed elsewhere during a type callback.
+fn value_of<'a>(raw: *const c_void) -> Option<Held<'a>> {
+    unsafe { value::held(raw.cast_mut()) }
+}
+
 unsafe extern "C" fn rdb_save(rdb: *mut raw::RedisModuleIO, value: *mut c_void) {
     guard::callback((), || {
-        // SAFETY: the server passes a value of this type, a Box<Lock>.
-        if let Some(lock) = unsafe { value.cast::<Lock>().as_ref() } {
-            codec::encode_lock(lock, &mut Io(rdb));
+        if let Some(held) = value_of(value) {
+            codec::encode_value(&held, &mut Io(rdb));
         }
     })
 }
@@ -75,8 +84,8 @@ unsafe extern "C" fn rdb_save(rdb: *mut raw::RedisModuleIO, value: *mut c_void) 
 unsafe extern "C" fn rdb_load(rdb: *mut raw::RedisModuleIO, encver: c_int) -> *mut c_void {
     guard::callback(std::ptr::null_mut(), || {
         let mut io = Io(rdb);
-        let lock = match codec::decode_lock(encver, &mut io) {
-            Ok(lock) => lock,
+        let mut value = match codec::decode_value(encver, &mut io) {
+            Ok(value) => value,
             Err(e) => {
                 io.log(&format!(
                     "a lock value could not be loaded (encoding version {encver}): {e}"
@@ -84,7 +93,7 @@ unsafe extern "C" fn rdb_load(rdb: *mut raw::RedisModuleIO, encver: c_int) -> *m
                 return std::ptr::null_mut();
             }
         };
-        let fence = lock.fence();
+        let fence = codec::highest_fence(&value.held());
         if !fences::fence_within_reach(fence) {
             if io.restoring_on_primary() {
                 // A crafted or foreign payload must not poison the fence clock (and through
@@ -105,39 +114,45 @@ unsafe extern "C" fn rdb_load(rdb: *mut raw::RedisModuleIO, encver: c_int) -> *m
             fences::observe_fence(fence);
         }
         count(&STATS.locks);
-        Box::into_raw(Box::new(lock)).cast()
+        value.into_raw()
     })
 }
 
-/// The lock as the effect command that recreates it, so AOF files without an RDB preamble
-/// restore token, deadline and fence exactly.
+/// The lock as the effect commands that recreate it (one per shared holder), so AOF files
+/// without an RDB preamble restore tokens, deadlines and fences exactly.
 unsafe extern "C" fn aof_rewrite(
     aof: *mut raw::RedisModuleIO,
     key: *mut raw::RedisModuleString,
     value: *mut c_void,
 ) {
     guard::callback((), || {
-        // SAFETY: the server passes a value of this type.
-        let Some(lock) = (unsafe { value.cast::<Lock>().as_ref() }) else {
-            return;
-        };
         let mut buf = [0u8; INLINE_TEXT_MAX];
-        propagate::emit_aof(aof, key, &Effect::apply(lock, &mut buf));
+        match value_of(value) {
+            Some(Held::Exclusive(lock)) => {
+                propagate::emit_aof(aof, key, &Effect::apply(lock, &mut buf));
+            }
+            Some(Held::Shared(shared)) => {
+                for holder in shared.holders() {
+                    let effect = Effect::share(holder, shared.limit(), &mut buf);
+                    propagate::emit_aof(aof, key, &effect);
+                }
+            }
+            None => {}
+        }
     })
 }
 
 unsafe extern "C" fn mem_usage(value: *const c_void) -> usize {
-    guard::callback(0, || {
-        // SAFETY: the server passes a value of this type.
-        unsafe { value.cast::<Lock>().as_ref() }
-            .map_or(0, |lock| std::mem::size_of::<Lock>() + lock.heap_bytes())
+    guard::callback(0, || match value_of(value) {
+        Some(Held::Exclusive(lock)) => std::mem::size_of::<Lock>() + lock.heap_bytes(),
+        Some(Held::Shared(shared)) => std::mem::size_of::<SharedLock>() + shared.heap_bytes(),
+        None => 0,
     })
 }
 
 unsafe extern "C" fn digest(md: *mut raw::RedisModuleDigest, value: *mut c_void) {
     guard::callback((), || {
-        // SAFETY: the server passes a value of this type.
-        let Some(lock) = (unsafe { value.cast::<Lock>().as_ref() }) else {
+        let Some(held) = value_of(value) else {
             return;
         };
         let (Some(add_buffer), Some(add_long), Some(end)) = (unsafe {
@@ -149,13 +164,28 @@ unsafe extern "C" fn digest(md: *mut raw::RedisModuleDigest, value: *mut c_void)
         }) else {
             return;
         };
-        let mut buf = [0u8; INLINE_TEXT_MAX];
-        let token = lock.token(&mut buf);
-        unsafe {
-            add_buffer(md, token.as_ptr().cast::<c_char>().cast_mut(), token.len());
-            add_long(md, lock.deadline_ms);
-            add_long(md, lock.fence() as c_longlong);
-            end(md);
+        // One sequence per holder (the server combines sequences regardless of order), and
+        // for a shared lock one with its limit.
+        let holder = |lock: &Lock| {
+            let mut buf = [0u8; INLINE_TEXT_MAX];
+            let token = lock.token(&mut buf);
+            unsafe {
+                add_buffer(md, token.as_ptr().cast::<c_char>().cast_mut(), token.len());
+                add_long(md, lock.deadline_ms);
+                add_long(md, lock.fence() as c_longlong);
+                end(md);
+            }
+        };
+        match held {
+            Held::Exclusive(lock) => holder(lock),
+            Held::Shared(shared) => {
+                let limit = shared.limit().map_or(-1, c_longlong::from);
+                unsafe {
+                    add_long(md, limit);
+                    end(md);
+                }
+                shared.holders().for_each(holder);
+            }
         }
     })
 }
@@ -171,14 +201,16 @@ unsafe extern "C" fn defrag(
         let Some(defrag_alloc) = (unsafe { raw::RedisModule_DefragAlloc }) else {
             return 0;
         };
-        // SAFETY: value points at the key's value, a Box<Lock> allocated by the server's
-        // allocator (the module's global allocator); DefragAlloc frees what it moves.
+        // SAFETY: value points at the key's value, allocated by the server's allocator (the
+        // module's global allocator); DefragAlloc frees what it moves. The maps of a shared
+        // lock are left where they are.
         unsafe {
-            let moved = defrag_alloc(ctx, *value);
+            let (at, tagged) = value::allocation(*value);
+            let moved = defrag_alloc(ctx, at);
             if !moved.is_null() {
-                *value = moved;
+                *value = tagged(moved);
             }
-            if let Some(lock) = (*value).cast::<Lock>().as_mut() {
+            if let Some(Held::Exclusive(lock)) = value_of(*value) {
                 lock.defrag_token(|bytes| defrag_alloc(ctx, bytes.cast()).cast());
             }
         }
@@ -190,9 +222,9 @@ unsafe extern "C" fn defrag(
 unsafe extern "C" fn free(value: *mut c_void) {
     guard::callback((), || {
         if !value.is_null() {
-            // SAFETY: every value of this type is a Box<Lock> handed over in LockKey::store
+            // SAFETY: every value of this type was made by `Value::into_raw` in LockKey::store
             // or rdb_load, and the server frees each once.
-            drop(unsafe { Box::from_raw(value.cast::<Lock>()) });
+            drop(unsafe { Value::from_raw(value) });
             uncount(&STATS.locks);
         }
     })
@@ -222,14 +254,21 @@ unsafe extern "C" fn unlink(ctx: *mut raw::RedisModuleKeyOptCtx, value: *const c
             return;
         }
         let name = unsafe { std::slice::from_raw_parts(bytes.cast::<u8>(), len) };
-        // SAFETY: the server passes the value being unlinked, one of ours.
         let (replacing_live, serving_since) =
             state::with(|s| (s.replacing_live, s.serving_since_ms)).unwrap_or((false, i64::MAX));
-        let expired = !replacing_live
-            && unsafe { value.cast::<Lock>().as_ref() }.is_some_and(|lock| {
-                clock::now_ms().is_ok_and(|now| !lock.is_live(now))
-                    && lock.deadline_ms >= serving_since
-            });
+        // Holders that expired in this server's care (a shared lock's last ones).
+        let expired = match value_of(value) {
+            Some(held) if !replacing_live => {
+                let ended = clock::now_ms().is_ok_and(|now| !held.is_live(now))
+                    && held.deadline().is_some_and(|d| d >= serving_since);
+                match held {
+                    _ if !ended => 0,
+                    Held::Exclusive(_) => 1,
+                    Held::Shared(shared) => shared.len(),
+                }
+            }
+            _ => 0,
+        };
         runner::key_removed(db, name, expired);
     })
 }

@@ -109,7 +109,7 @@ fn on_expiry_event(ctx: &Context, key: &RedisString, event: &CStr) -> LockResult
 /// Whether `key` holds a lock, looked at without side effects.
 fn holds_lock(ctx: &Context, key: &RedisString) -> bool {
     LockKey::open(ctx, key, Mode::Peek)
-        .is_ok_and(|mut lock_key| lock_key.lock().is_ok_and(|l| l.is_some()))
+        .is_ok_and(|mut lock_key| lock_key.held().is_ok_and(|l| l.is_some()))
 }
 
 /// Put the lock key's expiry back to its deadline; after RESTORE, raise the fence clock to it.
@@ -117,8 +117,8 @@ fn follow(ctx: &Context, key: &RedisString, restored: bool) -> LockResult<()> {
     // Opening a lock key for writing puts its expiry back to the lock's deadline.
     let mut lock_key = LockKey::open(ctx, key, Mode::Write)?;
     if restored {
-        if let Some(lock) = lock_key.lock()? {
-            fences::observe_fence_or_warn(ctx, lock.fence());
+        if let Some(held) = lock_key.held()? {
+            fences::observe_fence_or_warn(ctx, lock_core::codec::highest_fence(&held));
         }
     }
     Ok(())

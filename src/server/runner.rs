@@ -1,5 +1,6 @@
-//! Running the hand-off machine's answers against the server: granting a freed lock to its
-//! first waiter (from RELEASE itself, from a timer at the holder's deadline, and, deferred
+//! Running the hand-off machine's answers against the server: granting a freed lock, or a
+//! shared lock's room, to its first waiters (from RELEASE itself, from a timer at a holder's
+//! deadline, and, deferred
 //! to a 0 ms timer because the server is in the middle of deleting, after DEL, overwrite,
 //! FLUSHDB, FLUSHALL and SWAPDB), taking back grants whose reply never arrived, and the timers
 //! all of this runs on.
@@ -15,7 +16,9 @@ use lock_core::effect::Effect;
 use lock_core::handoff::{Revoke, TimerChange};
 use lock_core::lock::{self, Lock};
 use lock_core::queue::{LockId, Waiter};
+use lock_core::shared::SharedLock;
 use lock_core::token::Token;
+use lock_core::value::{Held, Value, Want};
 use lock_core::{LockError, LockResult};
 use redis_module::{Context, ContextFlags, RedisString};
 
@@ -36,69 +39,232 @@ const PAUSED_RETRY_MS: u64 = 10;
 /// What the lock under a key is when it is handed on.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Current {
-    /// Absent, or past its deadline: replacing it ends an expired lock.
+    /// Absent, past its deadline, or a shared lock with room: replacing it ends an expired
+    /// lock.
     Free,
-    /// Live, and being freed (released, or a grant taken back): replacing or deleting it is
-    /// not an expiry, even if the clock passes its deadline meanwhile.
+    /// A live exclusive lock being freed (released, or a grant taken back): replacing or
+    /// deleting it is not an expiry, even if the clock passes its deadline meanwhile.
     BeingFreed,
 }
 
-/// Hand the lock under `key` (open for writing, free or being freed) to its first waiter that
-/// can take it: store the grant, replicate it, unblock the waiter. False when no one waits.
+/// Grant the lock under `key` (open for writing) to its waiters from the head, for as long as
+/// the head can be granted: one exclusive waiter, or consecutive shared ones while there is
+/// room. `current` is what the key holds before the first grant. The number granted.
 pub fn grant_to_head(
     ctx: &Context,
     key: &RedisString,
     lock_key: &mut LockKey,
     id: &LockId,
     current: Current,
-) -> LockResult<bool> {
-    while let Some(waiter) = state::with(|s| s.handoff.next_waiter(id))? {
-        let lock = match grant_for(&waiter) {
-            Ok(lock) => lock,
+) -> LockResult<usize> {
+    let mut granted = 0;
+    let mut current = current;
+    while let Some(want) = state::with(|s| s.handoff.front(id).map(|w| w.want))? {
+        let now = clock::now_ms()?;
+        let admits = current == Current::BeingFreed
+            || lock_key.held()?.is_none_or(|held| held.admits(want, now));
+        if !admits {
+            break;
+        }
+        let Some(waiter) = state::with(|s| s.handoff.next_waiter(id))? else {
+            break;
+        };
+        match grant_waiter(ctx, key, lock_key, id, &waiter, current, now) {
+            Ok(()) => granted += 1,
             Err(e) => {
                 unblock_with_error(waiter.handle, waiter.serial, &e);
+                if matches!(e, LockError::Internal(_)) {
+                    return Err(e);
+                }
                 continue;
             }
-        };
-        let (token, fence, deadline) = (waiter.token.clone(), lock.fence(), lock.deadline_ms);
-        if let Err(e) = replacing(current, || lock_key.store(lock)) {
-            unblock_with_error(waiter.handle, waiter.serial, &e);
-            return Err(e);
         }
-        if let Some(stored) = lock_key.lock()? {
-            propagate::replicate_lock(ctx, key, stored);
+        current = Current::Free;
+        if waiter.want == Want::Exclusive {
+            break;
         }
-        count(&STATS.handed_off);
-        notices::event(ctx, notify::HANDED_OFF, key);
-        state::update(|s| s.handoff.granted(id.clone(), token.clone(), fence));
-        unblock(
-            waiter.handle,
-            waiter.serial,
-            Some(Reply::Granted {
-                lock: id.clone(),
-                token,
-                fence,
-                delivered: false,
-            }),
-        );
-        deadline_moved(id, deadline);
-        return Ok(true);
     }
-    disarm(id);
-    Ok(false)
+    follow(id, lock_key)?;
+    Ok(granted)
 }
 
-/// A live lock under `key` is freed (released, or a grant taken back): it goes to the first
-/// waiter, or the key is deleted.
+/// Store, replicate and answer the grant of `waiter`: its own deadline counted from now and a
+/// new fence.
+fn grant_waiter(
+    ctx: &Context,
+    key: &RedisString,
+    lock_key: &mut LockKey,
+    id: &LockId,
+    waiter: &Waiter<Blocked>,
+    current: Current,
+    now: i64,
+) -> LockResult<()> {
+    let deadline = lock::deadline(now, waiter.ttl_ms)?;
+    let fence = match waiter.want {
+        Want::Exclusive => {
+            let lock = Lock::new(&waiter.token, deadline, fences::grant_fence()?)?;
+            let fence = lock.fence();
+            replacing(current, || lock_key.store(Value::Exclusive(Box::new(lock))))?;
+            if let Some(Held::Exclusive(stored)) = lock_key.held()? {
+                propagate::replicate_lock(ctx, key, stored);
+            }
+            fence
+        }
+        Want::Shared { limit } => grant_shared(
+            ctx,
+            key,
+            lock_key,
+            &waiter.token,
+            deadline,
+            limit,
+            current,
+            now,
+        )?,
+    };
+    count(&STATS.handed_off);
+    notices::event(ctx, notify::HANDED_OFF, key);
+    state::update(|s| s.handoff.granted(id.clone(), waiter.token.clone(), fence));
+    unblock(
+        waiter.handle,
+        waiter.serial,
+        Some(Reply::Granted {
+            lock: id.clone(),
+            token: waiter.token.clone(),
+            fence,
+            delivered: false,
+        }),
+    );
+    Ok(())
+}
+
+/// A new shared holder with `token` until `deadline`: it joins the live shared lock under the
+/// key, or starts one with `limit` (replacing a free lock). Replicated; its fence.
+#[allow(clippy::too_many_arguments)]
+pub fn grant_shared(
+    ctx: &Context,
+    key: &RedisString,
+    lock_key: &mut LockKey,
+    token: &Token,
+    deadline: i64,
+    limit: Option<u32>,
+    current: Current,
+    now: i64,
+) -> LockResult<u64> {
+    let holder = Lock::new(token, deadline, fences::grant_fence()?)?;
+    let fence = holder.fence();
+    match lock_key.held()? {
+        Some(Held::Shared(shared)) if shared.live(now) > 0 => {
+            shared.insert(holder);
+            lock_key.follow_deadline()?;
+        }
+        _ => {
+            let mut shared = SharedLock::new(limit);
+            shared.insert(holder);
+            replacing(current, || lock_key.store(Value::Shared(Box::new(shared))))?;
+        }
+    }
+    replicate_holder(ctx, key, lock_key, token)?;
+    Ok(fence)
+}
+
+/// Send the shared holder with `token`, as stored, to replicas and the AOF.
+pub fn replicate_holder(
+    ctx: &Context,
+    key: &RedisString,
+    lock_key: &mut LockKey,
+    token: &Token,
+) -> LockResult<()> {
+    if let Some(Held::Shared(shared)) = lock_key.held()? {
+        if let Some(holder) = shared.holder(token) {
+            let mut buf = [0u8; lock_core::compact::INLINE_TEXT_MAX];
+            propagate::replicate(
+                ctx,
+                key.inner,
+                &Effect::share(holder, shared.limit(), &mut buf),
+            );
+        }
+    }
+    Ok(())
+}
+
+/// The live holder with `token` leaves the lock under `key` (released, or a grant taken
+/// back): its room goes to the waiters, or the key is deleted with the last holder.
+pub fn free_holder(
+    ctx: &Context,
+    key: &RedisString,
+    lock_key: &mut LockKey,
+    token: &Token,
+) -> LockResult<()> {
+    let shared_left = match lock_key.held()? {
+        Some(Held::Shared(shared)) => {
+            shared.remove(token);
+            Some(shared.is_empty())
+        }
+        _ => None,
+    };
+    let Some(empty) = shared_left else {
+        return free_lock(ctx, key, lock_key);
+    };
+    // On replicas the effect also deletes the key with the last holder.
+    propagate::replicate(
+        ctx,
+        key.inner,
+        &Effect::DropHolder {
+            token: token.as_bytes(),
+        },
+    );
+    let granted = if state::anyone_waiting() {
+        grant_to_head(ctx, key, lock_key, &lock_id(ctx, key)?, Current::Free)?
+    } else {
+        0
+    };
+    if granted == 0 {
+        if empty {
+            lock_key.delete()?;
+        } else {
+            lock_key.follow_deadline()?;
+            follow(&lock_id(ctx, key)?, lock_key)?;
+        }
+    }
+    Ok(())
+}
+
+/// A live exclusive lock under `key` is freed (released, or a grant taken back): it goes to
+/// the first waiters, or the key is deleted.
 pub fn free_lock(ctx: &Context, key: &RedisString, lock_key: &mut LockKey) -> LockResult<()> {
     let current = Current::BeingFreed;
-    let handed_off =
-        state::anyone_waiting() && grant_to_head(ctx, key, lock_key, &lock_id(ctx, key)?, current)?;
+    let handed_off = state::anyone_waiting()
+        && grant_to_head(ctx, key, lock_key, &lock_id(ctx, key)?, current)? > 0;
     if !handed_off {
         replacing(current, || lock_key.delete())?;
         propagate::replicate(ctx, key.inner, &Effect::Release);
     }
     Ok(())
+}
+
+/// A shared lock's holders whose deadline has passed leave, each replicated and notified, and
+/// the key goes if none is left. Only a primary prunes; its replicas follow the effects.
+pub fn prune(ctx: &Context, key: &RedisString, lock_key: &mut LockKey, now: i64) -> LockResult<()> {
+    let Some(Held::Shared(shared)) = lock_key.held()? else {
+        return Ok(());
+    };
+    if shared.earliest_deadline().is_none_or(|d| d > now) {
+        return Ok(());
+    }
+    let gone = shared.prune(now);
+    let empty = shared.is_empty();
+    let mut buf = [0u8; lock_core::compact::INLINE_TEXT_MAX];
+    for holder in &gone {
+        let token = holder.token(&mut buf);
+        propagate::replicate(ctx, key.inner, &Effect::DropHolder { token });
+        count(&STATS.expired);
+        notices::event(ctx, notify::EXPIRED, key);
+    }
+    if empty {
+        lock_key.delete()
+    } else {
+        lock_key.follow_deadline()
+    }
 }
 
 /// Run `write`, which replaces or deletes the lock under a key, telling the type's unlink
@@ -113,30 +279,25 @@ fn replacing<R>(current: Current, write: impl FnOnce() -> R) -> R {
     result
 }
 
-/// A new lock for a waiter: its own deadline counted from now and a new fence.
-fn grant_for(waiter: &Waiter<Blocked>) -> LockResult<Lock> {
-    let deadline_ms = lock::deadline(clock::now_ms()?, waiter.ttl_ms)?;
-    Lock::new(&waiter.token, deadline_ms, fences::grant_fence()?)
-}
-
-/// The owner of `id` retried or renewed with `token`, moving its deadline: the hand-off timer
-/// follows it, and a grant thought undelivered is evidently known to its owner.
+/// The owner of the lock under `key` retried or renewed with `token`, moving its deadline:
+/// the lock's timer follows, and a grant thought undelivered is evidently known to its owner.
 pub fn owner_active(
     ctx: &Context,
     key: &RedisString,
-    token: Option<&Token>,
-    waiting: bool,
-    deadline: i64,
+    lock_key: &mut LockKey,
+    token: &Token,
 ) -> LockResult<()> {
     let unsettled = state::grants_unsettled();
-    if !waiting && !unsettled {
+    let timed =
+        state::anyone_waiting() || matches!(lock_key.held()?, Some(Held::Shared(s)) if s.len() > 1);
+    if !timed && !unsettled {
         return Ok(());
     }
     let id = lock_id(ctx, key)?;
-    if waiting {
-        deadline_moved(&id, deadline);
+    if timed {
+        follow(&id, lock_key)?;
     }
-    if let (true, Some(token)) = (unsettled, token) {
+    if unsettled {
         state::update(|s| s.handoff.owner_seen(&id, token));
     }
     Ok(())
@@ -151,16 +312,38 @@ fn fail_all(id: &LockId, error: &LockError) {
     stop_deadline_timer(stop);
 }
 
-// ---- the deadline timers ------------------------------------------------------------------
-
-/// The holder's deadline is now `deadline` (grant, renewal, retry, a new waiter): the timer
-/// follows it while anyone waits.
-pub fn deadline_moved(id: &LockId, deadline: i64) {
-    let change = state::with(|s| s.handoff.deadline_moved(id, deadline)).unwrap_or_default();
-    apply_timer_change(id, change);
+/// The lock's timer follows what the key holds: at its soonest holder deadline while anyone
+/// waits or a shared holder leaves before the key expires; none otherwise.
+pub fn follow(id: &LockId, lock_key: &mut LockKey) -> LockResult<()> {
+    match lock_key.held()? {
+        Some(held) => {
+            let (at, expire) = wake(&held);
+            deadline_moved(id, at, expire);
+        }
+        None => disarm(id),
+    }
+    Ok(())
 }
 
-fn apply_timer_change(id: &LockId, change: TimerChange) {
+/// When the timer of a lock holding `held` is due, and whether holders expire on their own.
+pub fn wake(held: &Held) -> (i64, bool) {
+    (
+        held.next_deadline().unwrap_or(0),
+        held.holders_expire_first(),
+    )
+}
+
+// ---- the deadline timers ------------------------------------------------------------------
+
+/// The soonest holder deadline is now `deadline` (grant, renewal, retry, a new waiter): the
+/// timer follows it while anyone waits or `holders_expire`.
+pub fn deadline_moved(id: &LockId, deadline: i64, holders_expire: bool) {
+    let change =
+        state::with(|s| s.handoff.deadline_moved(id, deadline, holders_expire)).unwrap_or_default();
+    apply_timer_change(id, change, holders_expire);
+}
+
+fn apply_timer_change(id: &LockId, change: TimerChange, holders_expire: bool) {
     stop_deadline_timer(change.stop);
     let Some(at) = change.start_at else { return };
     let Some(ctx) = state::detached() else {
@@ -168,7 +351,10 @@ fn apply_timer_change(id: &LockId, change: TimerChange) {
         return;
     };
     let timer = timer::start(&ctx, timer::until(at), on_deadline, id.clone());
-    state::update(|s| s.handoff.deadline_armed(id.clone(), timer, at));
+    state::update(|s| {
+        s.handoff
+            .deadline_armed(id.clone(), timer, at, holders_expire)
+    });
 }
 
 /// Nobody waits for `id` any more: its deadline timer goes.
@@ -183,7 +369,7 @@ pub fn stop_deadline_timer(timer: Option<u64>) {
     }
 }
 
-/// The holder's deadline has come: hand the lock on (or follow a renewal).
+/// A holder's deadline has come: prune, hand the lock on (or follow a renewal).
 fn on_deadline(ctx: &Context, id: LockId) {
     guard::callback((), || {
         state::update(|s| s.handoff.deadline_fired(id));
@@ -232,19 +418,27 @@ fn on_block_timeout(_ctx: &Context, timeout: BlockTimeout) {
 
 /// A lock key left its database (from the type's unlink callback): its waiters are served, and
 /// an expiry notified, once the server has finished the deletion.
-pub fn key_removed(db: i32, key: &[u8], expired: bool) {
-    if expired {
+/// `expired` is how many holders the key still had whose deadlines passed (0: not an expiry).
+pub fn key_removed(db: i32, key: &[u8], expired: usize) {
+    for _ in 0..expired {
         count(&STATS.expired);
     }
     // Runs for every deleted or replaced lock (each RELEASE): no work when nobody waits.
-    if !expired && !state::anyone_waiting() {
+    if expired == 0 && !state::anyone_waiting() {
         return;
     }
     let id = LockId {
         db,
         key: key.to_vec(),
     };
-    if state::with(|s| s.handoff.key_removed(id, expired)) == Ok(true) {
+    let schedule = state::with(|s| {
+        let mut schedule = s.handoff.key_removed(id.clone(), expired > 0);
+        for _ in 1..expired {
+            schedule |= s.handoff.key_removed(id.clone(), true);
+        }
+        schedule
+    });
+    if schedule == Ok(true) {
         schedule_runner(0);
     }
 }
@@ -322,11 +516,9 @@ fn open(ctx: &Context, id: &LockId) -> LockResult<(RedisString, LockResult<LockK
     Ok((key, lock_key))
 }
 
-/// If the lock `id` is free, give it to its first waiter; if it is held, wait for its deadline.
+/// The lock `id`'s timer fired or its key went: expired holders leave, and the waiters get
+/// what room there is; the timer then follows the holders.
 fn serve(ctx: &Context, id: &LockId) -> LockResult<()> {
-    if !state::has_waiters(id) {
-        return Ok(());
-    }
     if let Err(e) = cluster::served_here(ctx, &id.key) {
         // The slot left (MIGRATE, a slot moved by the cluster): the waiters retry, and the
         // cluster's MOVED or ASK takes them to the new owner.
@@ -344,13 +536,13 @@ fn serve(ctx: &Context, id: &LockId) -> LockResult<()> {
         }
         Err(e) => return Err(e),
     };
-    let now = clock::now_ms()?;
-    if let Some(held) = lock_key.lock()?.filter(|lock| lock.is_live(now)) {
-        let deadline = held.deadline_ms;
-        deadline_moved(id, deadline);
-        return Ok(());
+    prune(ctx, &key, &mut lock_key, clock::now_ms()?)?;
+    if state::has_waiters(id) {
+        grant_to_head(ctx, &key, &mut lock_key, id, Current::Free)?;
+    } else {
+        follow(id, &mut lock_key)?;
     }
-    grant_to_head(ctx, &key, &mut lock_key, id, Current::Free).map(drop)
+    Ok(())
 }
 
 /// A grant its client never received: free it (to the next waiter, or delete the key), unless
@@ -361,11 +553,12 @@ fn take_back(ctx: &Context, revoke: Revoke) -> LockResult<()> {
     let (key, lock_key) = open(ctx, &revoke.lock)?;
     let mut lock_key = lock_key?;
     let now = clock::now_ms()?;
-    let still_ours = lock_key
-        .lock()?
-        .is_some_and(|lock| lock.is_held_by(&revoke.token, now) && lock.fence() == revoke.fence);
+    let still_ours = lock_key.held()?.is_some_and(|held| {
+        held.holder(&revoke.token, now)
+            .is_some_and(|holder| holder.fence() == revoke.fence)
+    });
     if !still_ours {
         return Ok(());
     }
-    free_lock(ctx, &key, &mut lock_key)
+    free_holder(ctx, &key, &mut lock_key, &revoke.token)
 }
