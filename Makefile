@@ -11,7 +11,8 @@
 #   make test-redis / test-redis8 / test-valkey   the integration tests on one server
 #   make chaos    the fault-injection tests (tests/faults.rs) at 10x scale on all three servers
 #   make bench    the module against the Lua scripts and commands it replaces, on all three
-#                 servers (BENCH_SCALE=0.1 for a quick run)
+#                 servers (BENCH_SCALE=0.1 for a quick run; BENCH_ONLY=shared for the
+#                 shared-holder section alone)
 #   make lint     rustfmt and clippy, as required before every commit
 
 CARGO ?= cargo

@@ -699,14 +699,17 @@ fn main() {
         if is_valkey() { "Valkey" } else { "Redis" },
         server_binary()
     );
-    bench_throughput(
-        &srv,
-        "",
-        &[(1, scaled(4000)), (PIPELINE, scaled(40_000))],
-        &["acquire", "release", "renew"],
-    );
-    bench_throughput_with_replica(&srv);
-    bench_handoff(&srv);
-    bench_memory(&srv);
+    // BENCH_ONLY=shared runs that section alone.
+    if std::env::var("BENCH_ONLY").as_deref() != Ok("shared") {
+        bench_throughput(
+            &srv,
+            "",
+            &[(1, scaled(4000)), (PIPELINE, scaled(40_000))],
+            &["acquire", "release", "renew"],
+        );
+        bench_throughput_with_replica(&srv);
+        bench_handoff(&srv);
+        bench_memory(&srv);
+    }
     bench_shared(&srv);
 }

@@ -317,6 +317,7 @@ fn acl_categories_sort_the_commands() {
             "lock.acquire",
             "lock.apply",
             "lock.clock",
+            "lock.drop",
             "lock.release",
             "lock.renew"
         ])

@@ -4,14 +4,15 @@
 //!
 //! Run with `cargo test --test properties`.
 
+mod support;
+
 use std::collections::{HashMap, HashSet, VecDeque};
 
 use proptest::collection::vec;
 use proptest::prelude::*;
-use proptest::test_runner::Config;
 
 use lock_core::codec::{
-    decode_clock, decode_lock, encode_clock, encode_lock, Field, Fields, CURRENT_VERSION,
+    decode_clock, decode_value, encode_clock, encode_value, Field, Fields, CURRENT_VERSION,
 };
 use lock_core::compact::INLINE_TEXT_MAX;
 use lock_core::effect::{parse_apply, parse_clock, Effect};
@@ -21,19 +22,26 @@ use lock_core::lock::Lock;
 use lock_core::queue::{LockId, Queues, Waiter};
 use lock_core::request::{parse_i64, AcquireRequest, RenewRequest};
 use lock_core::token::Token;
-use lock_core::LockError;
+use lock_core::value::{Held, Value, Want};
+use lock_core::{LockError, LockResult};
+use support::{config, spelled, token};
 
-/// Moderate case counts, and no regression files written beside the tests.
-fn config(cases: u32) -> Config {
-    Config {
-        cases,
-        failure_persistence: None,
-        ..Config::default()
+/// An exclusive lock as the codec reads it.
+fn decode_lock(version: i32, from: &mut Fields) -> LockResult<Lock> {
+    match decode_value(version, from)? {
+        Value::Exclusive(lock) => Ok(*lock),
+        Value::Shared(shared) => panic!("not exclusive: {shared:?}"),
     }
 }
 
-fn token(bytes: &[u8]) -> Token {
-    Token::parse(bytes).expect("a valid token")
+fn encode_lock(lock: &Lock, to: &mut Fields) {
+    let mut copy = Lock::new(
+        &Token::parse(&spelled(lock)).unwrap(),
+        lock.deadline_ms,
+        lock.fence(),
+    )
+    .unwrap();
+    encode_value(&Held::Exclusive(&mut copy), to);
 }
 
 // =============================================================================================
@@ -121,6 +129,7 @@ impl QueueModel {
             serial,
             token,
             ttl_ms,
+            want: Want::Exclusive,
         }
     }
 
@@ -223,6 +232,7 @@ fn run_queue_ops(ops: &[QueueOp]) {
                         serial,
                         token: tok,
                         ttl_ms: ttl,
+                        want: Want::Exclusive,
                     },
                 );
             }
@@ -587,7 +597,7 @@ impl Sim {
     /// `runner::deadline_moved`.
     fn deadline_moved(&mut self, lock: usize, deadline: i64) {
         let id = lock_of(lock);
-        let change = self.h.deadline_moved(&id, deadline);
+        let change = self.h.deadline_moved(&id, deadline, false);
         if self.queues[lock].is_empty() {
             let stop = self.deadlines.remove(&lock).map(|(t, _)| t);
             assert_eq!(
@@ -621,7 +631,7 @@ impl Sim {
         }
         if let Some(at) = change.start_at {
             let timer = self.fresh_timer();
-            self.h.deadline_armed(id, timer, at);
+            self.h.deadline_armed(id, timer, at, false);
             self.deadlines.insert(lock, (timer, at));
         }
     }
@@ -930,7 +940,7 @@ impl Sim {
                     return;
                 };
                 let holder_deadline = holder.deadline;
-                let serial = self.h.wait(id, client, tok.clone(), ttl);
+                let serial = self.h.wait(id, client, tok.clone(), ttl, Want::Exclusive);
                 assert_ne!(serial, 0, "serial 0 is the glue's 'not queued'");
                 assert!(
                     !self.waits.contains_key(&serial),
@@ -1322,11 +1332,6 @@ fn v1_fields(token: &[u8], deadline: i64, fence: u64) -> Fields {
     )
 }
 
-fn spelled(lock: &Lock) -> Vec<u8> {
-    let mut buf = [0u8; INLINE_TEXT_MAX];
-    lock.token(&mut buf).to_vec()
-}
-
 proptest! {
     #![proptest_config(config(512))]
 
@@ -1348,9 +1353,9 @@ proptest! {
 
         let mut written = Fields::default();
         encode_lock(&lock, &mut written);
-        if CURRENT_VERSION == 1 {
-            prop_assert_eq!(&written, &v1_fields(&tok, deadline, fence));
-        }
+        let mut v2 = v1_fields(&tok, deadline, fence);
+        v2.0.push_front(Field::Unsigned(0));
+        prop_assert_eq!(&written, &v2, "version 2: the exclusive kind, then the v1 fields");
         let back = decode_lock(CURRENT_VERSION, &mut written).unwrap();
         prop_assert!(written.0.is_empty(), "every field read");
         prop_assert_eq!(&back, &lock);
@@ -1376,7 +1381,7 @@ proptest! {
         over in prop_oneof![Just(MAX_FENCE + 1), (MAX_FENCE + 1)..=u64::MAX],
     ) {
         let good = v1_fields(&tok, deadline, fence);
-        if version != 1 {
+        if version != 1 && version != 2 {
             prop_assert_eq!(
                 decode_lock(version, &mut good.clone()),
                 Err(LockError::UnknownEncoding(version))
@@ -1576,6 +1581,7 @@ proptest! {
             ttl_ms: ttl,
             token: tok.as_deref().map(token),
             block_ms: block,
+            want: Want::Exclusive,
         };
         prop_assert_eq!(AcquireRequest::parse(&args, 0), Ok(want));
 

@@ -150,6 +150,20 @@ pub fn grant_shared(
     current: Current,
     now: i64,
 ) -> LockResult<u64> {
+    if let Some(Held::Shared(shared)) = lock_key.held()? {
+        // A second waiter with the token of a live holder (two clients with one token): the
+        // same hold, as a retry would be, never a second one.
+        if let Some(fence) = shared
+            .holder(token)
+            .filter(|h| h.is_live(now))
+            .map(Lock::fence)
+        {
+            shared.set_deadline(token, deadline);
+            lock_key.follow_deadline()?;
+            replicate_holder(ctx, key, lock_key, token)?;
+            return Ok(fence);
+        }
+    }
     let holder = Lock::new(token, deadline, fences::grant_fence()?)?;
     let fence = holder.fence();
     match lock_key.held()? {
