@@ -2,17 +2,21 @@
 //! has its own token, deadline and fence, and every operation costs at most a logarithm of the
 //! number of holders.
 //!
-//! Holders are kept by fence, which is also their grant order (fences only rise), with two
-//! indexes: their deadlines (the next to expire, and the latest, which is the key's expiry),
-//! and a hash of their token (RENEW, RELEASE and retries name a holder by token).
+//! Holders are 32-byte `Lock`s in one vector, in no order (a removal moves the last one into
+//! the gap), found by their token through a hash table of positions, and ordered by three
+//! indexed heaps of positions: soonest deadline (the next to expire), latest deadline (the
+//! key's expiry) and highest fence (LOCK.INFO). So a holder costs its `Lock`, a 4-byte slot in
+//! the hash table and 8 bytes in each heap: about 70 bytes with the vectors' spare room.
 //!
 //! A holder whose deadline has passed counts for nothing; it stays stored until `prune`, so
 //! that its removal can be replicated and notified like any other change.
 
-use std::collections::hash_map::{Entry, RandomState};
-use std::collections::{BTreeMap, BTreeSet, HashMap};
-use std::hash::{BuildHasher, BuildHasherDefault, Hasher};
+use std::collections::hash_map::RandomState;
+use std::hash::BuildHasher;
 
+use hashbrown::HashTable;
+
+use crate::compact::INLINE_TEXT_MAX;
 use crate::lock::Lock;
 use crate::token::Token;
 
@@ -22,25 +26,175 @@ pub const MAX_LIMIT: u32 = 1_000_000;
 pub struct SharedLock {
     /// None for `SHARED`, `n` for `LIMIT n`.
     limit: Option<u32>,
-    holders: BTreeMap<u64, Lock>,
-    /// `(deadline, fence)` of every holder.
-    deadlines: BTreeSet<(i64, u64)>,
-    /// The hash of each holder's token, to its fence.
-    by_token: HashMap<u64, u64, BuildHasherDefault<Prehashed>>,
-    /// Fences of holders whose token hash equals another holder's: distinct tokens of up to
-    /// 256 bytes under a randomly keyed 64-bit hash, so in practice always empty.
-    collided: Vec<u64>,
+    holders: Vec<Lock>,
+    /// The position in `holders` of each holder, by the hash of its token.
+    by_token: HashTable<u32>,
+    soonest: Heap,
+    latest: Heap,
+    newest: Heap,
     hash_keys: RandomState,
+}
+
+/// Which way a heap orders holders: its top is the first by this order.
+#[derive(Clone, Copy)]
+enum Order {
+    SoonestDeadline,
+    LatestDeadline,
+    HighestFence,
+}
+
+impl Order {
+    fn before(self, a: &Lock, b: &Lock) -> bool {
+        match self {
+            // Equal deadlines go in grant order, so a prune's order is the same everywhere.
+            Order::SoonestDeadline => (a.deadline_ms, a.fence()) < (b.deadline_ms, b.fence()),
+            Order::LatestDeadline => (a.deadline_ms, a.fence()) > (b.deadline_ms, b.fence()),
+            Order::HighestFence => a.fence() > b.fence(),
+        }
+    }
+}
+
+/// A binary heap of positions in `holders` that knows where each position is, so that any
+/// holder can be moved or taken out in logarithmic time.
+struct Heap {
+    order: Order,
+    /// Positions of holders, as a binary heap.
+    heap: Vec<u32>,
+    /// `at[p]`: where in `heap` position `p` is.
+    at: Vec<u32>,
+}
+
+impl Heap {
+    fn new(order: Order) -> Self {
+        Self {
+            order,
+            heap: Vec::new(),
+            at: Vec::new(),
+        }
+    }
+
+    fn top(&self) -> Option<u32> {
+        self.heap.first().copied()
+    }
+
+    /// Add `p`, the position just appended to `holders`.
+    fn push(&mut self, p: u32, holders: &[Lock]) {
+        self.at.push(self.heap.len() as u32);
+        self.heap.push(p);
+        self.up(self.heap.len() - 1, holders);
+    }
+
+    /// Take `p` out.
+    fn remove(&mut self, p: u32, holders: &[Lock]) {
+        let i = self.at[p as usize] as usize;
+        let last = self.heap.len() - 1;
+        self.swap(i, last);
+        self.heap.pop();
+        if i < self.heap.len() {
+            self.fix(i, holders);
+        }
+    }
+
+    /// `p`'s key changed.
+    fn moved(&mut self, p: u32, holders: &[Lock]) {
+        self.fix(self.at[p as usize] as usize, holders);
+    }
+
+    /// The holder at position `from` (the last) is now at `to` (a removed holder's gap).
+    fn relabel(&mut self, from: u32, to: u32) {
+        let i = self.at[from as usize];
+        self.heap[i as usize] = to;
+        self.at[to as usize] = i;
+        self.at.pop();
+    }
+
+    /// The last position is gone (it was removed, and nothing moved into its place).
+    fn forget_last(&mut self) {
+        self.at.pop();
+    }
+
+    fn fix(&mut self, i: usize, holders: &[Lock]) {
+        let i = self.up(i, holders);
+        self.down(i, holders);
+    }
+
+    fn before(&self, i: usize, j: usize, holders: &[Lock]) -> bool {
+        let (a, b) = (self.heap[i] as usize, self.heap[j] as usize);
+        self.order.before(&holders[a], &holders[b])
+    }
+
+    fn up(&mut self, mut i: usize, holders: &[Lock]) -> usize {
+        while i > 0 {
+            let parent = (i - 1) / 2;
+            if !self.before(i, parent, holders) {
+                break;
+            }
+            self.swap(i, parent);
+            i = parent;
+        }
+        i
+    }
+
+    fn down(&mut self, mut i: usize, holders: &[Lock]) {
+        loop {
+            let mut first = i;
+            for child in [2 * i + 1, 2 * i + 2] {
+                if child < self.heap.len() && self.before(child, first, holders) {
+                    first = child;
+                }
+            }
+            if first == i {
+                return;
+            }
+            self.swap(i, first);
+            i = first;
+        }
+    }
+
+    fn swap(&mut self, i: usize, j: usize) {
+        self.heap.swap(i, j);
+        self.at[self.heap[i] as usize] = i as u32;
+        self.at[self.heap[j] as usize] = j as u32;
+    }
+
+    /// Positions from the top down for as long as `wanted` holds, best first: costs the number
+    /// visited times its logarithm (the heap below a holder that is not wanted is not looked
+    /// at, since none there comes first).
+    fn leading(&self, holders: &[Lock], mut wanted: impl FnMut(&Lock) -> bool) -> Vec<u32> {
+        let mut found = Vec::new();
+        let mut frontier: Vec<usize> = Vec::new();
+        if !self.heap.is_empty() {
+            frontier.push(0);
+        }
+        while let Some(i) = frontier.pop() {
+            let p = self.heap[i];
+            if !wanted(&holders[p as usize]) {
+                continue;
+            }
+            found.push(p);
+            frontier.extend(
+                [2 * i + 1, 2 * i + 2]
+                    .into_iter()
+                    .filter(|&c| c < self.heap.len()),
+            );
+        }
+        found
+    }
+
+    fn bytes(&self) -> usize {
+        (self.heap.capacity() + self.at.capacity()) * 4
+    }
 }
 
 impl SharedLock {
     pub fn new(limit: Option<u32>) -> Self {
         Self {
             limit,
-            holders: BTreeMap::new(),
-            deadlines: BTreeSet::new(),
-            by_token: HashMap::default(),
-            collided: Vec::new(),
+            holders: Vec::new(),
+            by_token: HashTable::new(),
+            soonest: Heap::new(Order::SoonestDeadline),
+            latest: Heap::new(Order::LatestDeadline),
+            newest: Heap::new(Order::HighestFence),
             hash_keys: RandomState::new(),
         }
     }
@@ -61,7 +215,11 @@ impl SharedLock {
     /// Holders whose deadline has not passed. Costs the number of expired holders not yet
     /// pruned (which a primary prunes at their deadlines).
     pub fn live(&self, now_ms: i64) -> usize {
-        self.holders.len() - self.deadlines.range(..=(now_ms, u64::MAX)).count()
+        let expired = self
+            .soonest
+            .leading(&self.holders, |h| !h.is_live(now_ms))
+            .len();
+        self.holders.len() - expired
     }
 
     /// Whether one more holder fits (`LIMIT`), counting live holders only.
@@ -70,44 +228,44 @@ impl SharedLock {
             .is_none_or(|n| self.live(now_ms) < usize::try_from(n).unwrap_or(usize::MAX))
     }
 
-    /// The holder with this token, live or not.
-    pub fn holder(&self, token: &Token) -> Option<&Lock> {
-        self.fence_of(token)
-            .and_then(|fence| self.holders.get(&fence))
+    fn hash(&self, token: &[u8]) -> u64 {
+        self.hash_keys.hash_one(token)
     }
 
-    fn fence_of(&self, token: &Token) -> Option<u64> {
-        let hash = self.hash_keys.hash_one(token.as_bytes());
-        let holds = |fence: &u64| self.holders.get(fence).is_some_and(|h| h.has_token(token));
-        match self.by_token.get(&hash) {
-            Some(fence) if holds(fence) => Some(*fence),
-            _ => self.collided.iter().copied().find(|fence| holds(fence)),
-        }
+    fn position(&self, token: &Token) -> Option<u32> {
+        let holders = &self.holders;
+        self.by_token
+            .find(self.hash(token.as_bytes()), |&p| {
+                holders[p as usize].has_token(token)
+            })
+            .copied()
+    }
+
+    /// The holder with this token, live or not.
+    pub fn holder(&self, token: &Token) -> Option<&Lock> {
+        self.position(token).map(|p| &self.holders[p as usize])
     }
 
     /// Add a holder whose token holds nothing here yet (the caller checked with `holder`).
     pub fn insert(&mut self, holder: Lock) {
-        let fence = holder.fence();
-        let mut buf = [0u8; crate::compact::INLINE_TEXT_MAX];
-        let hash = self.hash_keys.hash_one(holder.token(&mut buf));
-        match self.by_token.entry(hash) {
-            Entry::Occupied(_) => self.collided.push(fence),
-            Entry::Vacant(slot) => {
-                slot.insert(fence);
-            }
-        }
-        self.deadlines.insert((holder.deadline_ms, fence));
-        if let Some(old) = self.holders.insert(fence, holder) {
-            // A fence is granted once; a repeated one (a corrupt file) replaces its holder.
-            self.deadlines.remove(&(old.deadline_ms, fence));
-            self.deadlines
-                .insert((self.holders[&fence].deadline_ms, fence));
+        self.make_room();
+        let p = self.holders.len() as u32;
+        let mut buf = [0u8; INLINE_TEXT_MAX];
+        let hash = self.hash(holder.token(&mut buf));
+        self.holders.push(holder);
+        let (holders, keys) = (&self.holders, &self.hash_keys);
+        self.by_token.insert_unique(hash, p, |&q| {
+            let mut buf = [0u8; INLINE_TEXT_MAX];
+            keys.hash_one(holders[q as usize].token(&mut buf))
+        });
+        for heap in [&mut self.soonest, &mut self.latest, &mut self.newest] {
+            heap.push(p, &self.holders);
         }
     }
 
     /// Add `holder`, or replace the one with its token (an effect from the primary).
     pub fn upsert(&mut self, holder: Lock) {
-        let mut buf = [0u8; crate::compact::INLINE_TEXT_MAX];
+        let mut buf = [0u8; INLINE_TEXT_MAX];
         if let Ok(token) = Token::parse(holder.token(&mut buf)) {
             self.remove(&token);
         }
@@ -116,100 +274,157 @@ impl SharedLock {
 
     /// Move the deadline of the holder with `token`; false if there is none.
     pub fn set_deadline(&mut self, token: &Token, deadline_ms: i64) -> bool {
-        let Some(fence) = self.fence_of(token) else {
+        let Some(p) = self.position(token) else {
             return false;
         };
-        let Some(holder) = self.holders.get_mut(&fence) else {
-            return false;
-        };
-        self.deadlines.remove(&(holder.deadline_ms, fence));
-        holder.deadline_ms = deadline_ms;
-        self.deadlines.insert((deadline_ms, fence));
+        self.holders[p as usize].deadline_ms = deadline_ms;
+        self.soonest.moved(p, &self.holders);
+        self.latest.moved(p, &self.holders);
         true
     }
 
     /// Take out the holder with `token`.
     pub fn remove(&mut self, token: &Token) -> Option<Lock> {
-        let fence = self.fence_of(token)?;
-        self.remove_fence(fence)
+        let p = self.position(token)?;
+        Some(self.remove_at(p))
     }
 
-    fn remove_fence(&mut self, fence: u64) -> Option<Lock> {
-        let holder = self.holders.remove(&fence)?;
-        self.deadlines.remove(&(holder.deadline_ms, fence));
-        if let Some(at) = self.collided.iter().position(|f| *f == fence) {
-            self.collided.swap_remove(at);
+    fn remove_at(&mut self, p: u32) -> Lock {
+        for heap in [&mut self.soonest, &mut self.latest, &mut self.newest] {
+            heap.remove(p, &self.holders);
+        }
+        let mut buf = [0u8; INLINE_TEXT_MAX];
+        let hash = self.hash(self.holders[p as usize].token(&mut buf));
+        if let Ok(entry) = self.by_token.find_entry(hash, |&q| q == p) {
+            entry.remove();
+        }
+        let last = self.holders.len() as u32 - 1;
+        if p != last {
+            // The last holder moves into the gap: its index entries follow.
+            let hash = self.hash(self.holders[last as usize].token(&mut buf));
+            if let Some(entry) = self.by_token.find_mut(hash, |&q| q == last) {
+                *entry = p;
+            }
+            for heap in [&mut self.soonest, &mut self.latest, &mut self.newest] {
+                heap.relabel(last, p);
+            }
         } else {
-            let mut buf = [0u8; crate::compact::INLINE_TEXT_MAX];
-            let hash = self.hash_keys.hash_one(holder.token(&mut buf));
-            self.by_token.remove(&hash);
-            // A collided holder with the same hash takes the freed place.
-            if let Some(at) = self.collided.iter().position(|f| {
-                let mut buf = [0u8; crate::compact::INLINE_TEXT_MAX];
-                self.holders
-                    .get(f)
-                    .is_some_and(|h| self.hash_keys.hash_one(h.token(&mut buf)) == hash)
-            }) {
-                self.by_token.insert(hash, self.collided.swap_remove(at));
+            for heap in [&mut self.soonest, &mut self.latest, &mut self.newest] {
+                heap.forget_last();
             }
         }
-        Some(holder)
+        let holder = self.holders.swap_remove(p as usize);
+        self.shrink();
+        holder
+    }
+
+    /// Vectors grow by half, not double: a lock of many holders wastes a quarter less.
+    fn make_room(&mut self) {
+        let len = self.holders.len();
+        if len < self.holders.capacity() {
+            return;
+        }
+        let more = (len / 2).max(4);
+        self.holders.reserve_exact(more);
+        for heap in [&mut self.soonest, &mut self.latest, &mut self.newest] {
+            heap.heap.reserve_exact(more);
+            heap.at.reserve_exact(more);
+        }
+    }
+
+    /// Give back most of the room a lock that shrank no longer needs.
+    fn shrink(&mut self) {
+        let len = self.holders.len();
+        if self.holders.capacity() > 16 && len < self.holders.capacity() / 4 {
+            self.holders.shrink_to(len * 2);
+            for heap in [&mut self.soonest, &mut self.latest, &mut self.newest] {
+                heap.heap.shrink_to(len * 2);
+                heap.at.shrink_to(len * 2);
+            }
+            let (holders, keys) = (&self.holders, &self.hash_keys);
+            self.by_token.shrink_to(len * 2, |&q| {
+                let mut buf = [0u8; INLINE_TEXT_MAX];
+                keys.hash_one(holders[q as usize].token(&mut buf))
+            });
+        }
     }
 
     /// Take out every holder whose deadline has passed, soonest first.
     pub fn prune(&mut self, now_ms: i64) -> Vec<Lock> {
         let mut gone = Vec::new();
-        while let Some(&(deadline, fence)) = self.deadlines.first() {
-            if deadline > now_ms {
+        while let Some(p) = self.soonest.top() {
+            if self.holders[p as usize].is_live(now_ms) {
                 break;
             }
-            gone.extend(self.remove_fence(fence));
+            gone.push(self.remove_at(p));
         }
         gone
     }
 
     /// The soonest deadline of any holder.
     pub fn earliest_deadline(&self) -> Option<i64> {
-        self.deadlines.first().map(|&(deadline, _)| deadline)
+        self.soonest
+            .top()
+            .map(|p| self.holders[p as usize].deadline_ms)
     }
 
     /// The latest deadline of any holder: the key's expiry.
     pub fn latest_deadline(&self) -> Option<i64> {
-        self.deadlines.last().map(|&(deadline, _)| deadline)
+        self.latest
+            .top()
+            .map(|p| self.holders[p as usize].deadline_ms)
     }
 
-    /// The highest fence among live holders. Costs the number of newer expired holders.
+    /// The highest fence among live holders. Costs the number of expired holders with higher
+    /// fences (times its logarithm).
     pub fn max_live_fence(&self, now_ms: i64) -> Option<u64> {
-        self.holders
-            .values()
-            .rev()
-            .find(|h| h.is_live(now_ms))
-            .map(Lock::fence)
+        let newer_expired = self.newest.leading(&self.holders, |h| !h.is_live(now_ms));
+        // The best live holder is the root, or a child of an expired holder above it.
+        let children = |i: usize| [2 * i + 1, 2 * i + 2];
+        let heap = &self.newest.heap;
+        let mut best: Option<u64> = None;
+        let mut consider = |i: usize| {
+            if let Some(&p) = heap.get(i) {
+                let h = &self.holders[p as usize];
+                if h.is_live(now_ms) {
+                    best = best.max(Some(h.fence()));
+                }
+            }
+        };
+        if newer_expired.is_empty() {
+            consider(0);
+        }
+        for p in newer_expired {
+            let i = self.newest.at[p as usize] as usize;
+            children(i).into_iter().for_each(&mut consider);
+        }
+        best
     }
 
-    /// Every holder, in grant order.
+    /// Every holder, in grant order (by fence).
     pub fn holders(&self) -> impl Iterator<Item = &Lock> {
-        self.holders.values()
+        let mut all: Vec<&Lock> = self.holders.iter().collect();
+        all.sort_unstable_by_key(|h| h.fence());
+        all.into_iter()
     }
 
-    /// Heap bytes beyond the `SharedLock` itself: an estimate from the entry sizes of its three
-    /// maps (B-tree nodes are about two-thirds full, the hash table seven-eighths at most).
+    /// Heap bytes beyond the `SharedLock` itself.
     pub fn heap_bytes(&self) -> usize {
-        let per_holder = (8 + std::mem::size_of::<Lock>()) * 3 / 2 + 16 * 3 / 2 + 17 * 8 / 7;
-        self.holders.len() * per_holder
-            + self.holders.values().map(Lock::heap_bytes).sum::<usize>()
-            + self.collided.capacity() * 8
-    }
-
-    /// Every holder and the limit, for equality in tests.
-    fn entries(&self) -> Vec<(&Lock, i64)> {
-        self.holders.values().map(|h| (h, h.deadline_ms)).collect()
+        self.holders.capacity() * std::mem::size_of::<Lock>()
+            + self.holders.iter().map(Lock::heap_bytes).sum::<usize>()
+            + self.by_token.allocation_size()
+            + self.soonest.bytes()
+            + self.latest.bytes()
+            + self.newest.bytes()
     }
 }
 
 impl PartialEq for SharedLock {
     fn eq(&self, other: &Self) -> bool {
-        self.limit == other.limit && self.entries() == other.entries()
+        fn entries(s: &SharedLock) -> Vec<(&Lock, i64)> {
+            s.holders().map(|h| (h, h.deadline_ms)).collect()
+        }
+        self.limit == other.limit && entries(self) == entries(other)
     }
 }
 
@@ -219,26 +434,8 @@ impl std::fmt::Debug for SharedLock {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("SharedLock")
             .field("limit", &self.limit)
-            .field("holders", &self.holders.values().collect::<Vec<_>>())
+            .field("holders", &self.holders().collect::<Vec<_>>())
             .finish()
-    }
-}
-
-/// The by-token map's keys are already hashes: use them as they are.
-#[derive(Default)]
-struct Prehashed(u64);
-
-impl Hasher for Prehashed {
-    fn finish(&self) -> u64 {
-        self.0
-    }
-    fn write(&mut self, bytes: &[u8]) {
-        for &b in bytes {
-            self.0 = (self.0 << 8) | u64::from(b);
-        }
-    }
-    fn write_u64(&mut self, n: u64) {
-        self.0 = n;
     }
 }
 
@@ -315,19 +512,57 @@ mod tests {
     }
 
     #[test]
-    fn tokens_whose_hashes_collide_are_still_told_apart() {
+    fn many_holders_come_and_go_with_every_index_whole() {
         let mut s = SharedLock::new(None);
-        s.insert(holder("a", 100, 1));
-        // Force a collision: file "b" under "a"'s hash, as `insert` does for a real one.
-        let b = holder("b", 200, 2);
-        s.deadlines.insert((200, 2));
-        s.holders.insert(2, b);
-        s.collided.push(2);
-        assert_eq!(s.holder(&tok("b")).map(Lock::fence), Some(2));
-        assert_eq!(s.holder(&tok("a")).map(Lock::fence), Some(1));
-        assert!(s.remove(&tok("a")).is_some());
-        assert_eq!(s.holder(&tok("b")).map(Lock::fence), Some(2));
-        assert!(s.remove(&tok("b")).is_some());
-        assert!(s.is_empty() && s.collided.is_empty() && s.by_token.is_empty());
+        for i in 0..200u64 {
+            // Deadlines out of grant order, some equal.
+            s.insert(holder(
+                &format!("t{i}"),
+                1_000 + ((i * 37) % 101) as i64,
+                i + 1,
+            ));
+        }
+        for i in (0..200u64).step_by(3) {
+            assert!(s.remove(&tok(&format!("t{i}"))).is_some());
+        }
+        for i in (1..200u64).step_by(3) {
+            assert!(s.set_deadline(&tok(&format!("t{i}")), 5_000 + i as i64));
+        }
+        let left: Vec<&Lock> = s.holders().collect();
+        assert_eq!(left.len(), 133);
+        assert!(left.windows(2).all(|w| w[0].fence() < w[1].fence()));
+        let soonest = left.iter().map(|h| h.deadline_ms).min();
+        assert_eq!(s.earliest_deadline(), soonest);
+        assert_eq!(s.latest_deadline(), Some(5_000 + 199));
+        for i in 0..200u64 {
+            let held = s.holder(&tok(&format!("t{i}"))).map(Lock::fence);
+            assert_eq!(held, (i % 3 != 0).then_some(i + 1), "t{i}");
+        }
+        let now = 1_050;
+        let live = left.iter().filter(|h| h.is_live(now)).count();
+        assert_eq!(s.live(now), live);
+        let best = left
+            .iter()
+            .filter(|h| h.is_live(now))
+            .map(|h| h.fence())
+            .max();
+        assert_eq!(s.max_live_fence(now), best);
+        let gone = s.prune(now);
+        assert!(gone
+            .windows(2)
+            .all(|w| w[0].deadline_ms <= w[1].deadline_ms));
+        assert_eq!(s.len(), live);
+        let tokens: Vec<Token> = s
+            .holders()
+            .map(|h| {
+                let mut buf = [0u8; INLINE_TEXT_MAX];
+                tok(std::str::from_utf8(h.token(&mut buf)).unwrap())
+            })
+            .collect();
+        for t in tokens {
+            assert!(s.remove(&t).is_some());
+        }
+        assert!(s.is_empty() && s.earliest_deadline().is_none());
+        assert_eq!(s.max_live_fence(0), None);
     }
 }
