@@ -224,11 +224,24 @@ struct Resource {
     accepted: Vec<i64>,
 }
 
+/// What a grant was asked as: the locks of the exclusive run are exclusive; in the shared run,
+/// `contended:0` and `contended:2` are read/write locks and `contended:1` a semaphore.
+#[derive(Clone, Copy, Debug, PartialEq)]
+enum Kind {
+    Exclusive,
+    Shared,
+    Permit,
+}
+
+/// The semaphore's permits in the shared run.
+const PERMITS: usize = 3;
+
 /// One grant as its client saw it; times are Unix µs on the test's clock, the one the
 /// server's fences and deadlines follow (same machine).
 #[derive(Clone, Debug)]
 struct Held {
     key: usize,
+    kind: Kind,
     token: String,
     fence: i64,
     sent: i64,
@@ -321,8 +334,20 @@ impl Contention {
     }
 }
 
-fn contend(srv: &Server, shared: &Contention, client: usize, until: Instant) {
-    let mut rng = Rng::new(1000 + client as u64);
+/// How a client of the shared run asks for `key`: readers and writers (1 in 4) on the
+/// read/write locks, permits of the semaphore.
+fn kind_for(rng: &mut Rng, key: usize, kinds: bool) -> Kind {
+    match (kinds, key) {
+        (false, _) => Kind::Exclusive,
+        (true, 1) => Kind::Permit,
+        (true, _) if rng.chance(25) => Kind::Exclusive,
+        (true, _) => Kind::Shared,
+    }
+}
+
+/// `kinds`: the shared run (see `Kind`), else every grant exclusive.
+fn contend(srv: &Server, shared: &Contention, client: usize, until: Instant, kinds: bool) {
+    let mut rng = Rng::new(1000 + client as u64 + if kinds { 500 } else { 0 });
     let mut con = conn(srv);
     for _ in 0..scaled(5000) {
         if Instant::now() >= until {
@@ -340,7 +365,16 @@ fn contend(srv: &Server, shared: &Contention, client: usize, until: Instant) {
             continue;
         }
         let token = format!("c{client}-{}", rng.next());
+        let kind = kind_for(&mut rng, key, kinds);
         let mut args = acquire_args(&name, ttl, &token);
+        match kind {
+            Kind::Exclusive => {}
+            Kind::Shared => args.push(b"SHARED".to_vec()),
+            Kind::Permit => {
+                args.push(b"LIMIT".to_vec());
+                args.push(PERMITS.to_string().into_bytes());
+            }
+        }
         if rng.chance(75) {
             args.push(b"BLOCK".to_vec());
             args.push(rng.range(50, 300).to_string().into_bytes());
@@ -355,6 +389,7 @@ fn contend(srv: &Server, shared: &Contention, client: usize, until: Instant) {
         assert_eq!(got, token.as_bytes());
         let mut held = Held {
             key,
+            kind,
             token,
             fence,
             sent,
@@ -368,7 +403,11 @@ fn contend(srv: &Server, shared: &Contention, client: usize, until: Instant) {
                 "a fence below the wall clock at the request: {held:?}"
             ));
         }
-        shared.write(&held);
+        // Only exclusive holders write; readers and permit holders only hold.
+        let writes = kind == Kind::Exclusive;
+        if writes {
+            shared.write(&held);
+        }
         match rng.below(100) {
             0..=9 => {
                 // The holder's connection drops without a release.
@@ -380,7 +419,7 @@ fn contend(srv: &Server, shared: &Contention, client: usize, until: Instant) {
                 // The holder stalls past its deadline: someone else may take the lock, its
                 // late write is rejected if they wrote, and its RENEW and RELEASE answer 0.
                 sleep_until_us(held.latest_end + SLACK_US + 1000);
-                if !shared.write(&held) {
+                if writes && !shared.write(&held) {
                     shared.counts.bump("stale_writes_rejected");
                 }
                 shared.renew_or_release(&mut con, &mut held, Some(ttl));
@@ -390,10 +429,14 @@ fn contend(srv: &Server, shared: &Contention, client: usize, until: Instant) {
             _ => {
                 if rng.chance(40) {
                     shared.renew_or_release(&mut con, &mut held, Some(rng.range(30, 100)));
-                    shared.write(&held);
+                    if writes {
+                        shared.write(&held);
+                    }
                 }
                 thread::sleep(Duration::from_micros(rng.below(2000)));
-                shared.write(&held);
+                if writes {
+                    shared.write(&held);
+                }
                 shared.renew_or_release(&mut con, &mut held, None);
             }
         }
@@ -423,6 +466,13 @@ fn check_grants(grants: &mut [Held], violations: &Violations) {
         first_received_above = first_received_above.min(g.received);
     }
     for key in 0..CONTENDED_KEYS {
+        if grants
+            .iter()
+            .any(|g| g.key == key && g.kind != Kind::Exclusive)
+        {
+            check_shared_holds(grants, key, violations);
+            continue;
+        }
         let mut longest: Option<&Held> = None;
         for g in grants.iter().filter(|g| g.key == key) {
             // The grant happened no later than its reply, and no later than its fence
@@ -443,6 +493,42 @@ fn check_grants(grants: &mut [Held], violations: &Violations) {
     }
 }
 
+/// The holds of a lock with shared holders: an exclusive hold overlaps no other, and no more
+/// than `PERMITS` permits are held at once. A hold counts from when it was certainly granted
+/// (its reply, or its fence) to when it certainly still held (`held_until`).
+fn check_shared_holds(grants: &[Held], key: usize, violations: &Violations) {
+    let holds: Vec<(i64, i64, &Held)> = grants
+        .iter()
+        .filter(|g| g.key == key)
+        .map(|g| (g.received.min(g.fence), g.held_until - SLACK_US, g))
+        .filter(|(from, to, _)| from < to)
+        .collect();
+    for (i, &(from, to, g)) in holds.iter().enumerate() {
+        let overlapping = holds
+            .iter()
+            .enumerate()
+            .filter(|&(j, &(f, t, _))| j != i && f < to && from < t);
+        for (_, &(_, _, other)) in overlapping {
+            if g.kind == Kind::Exclusive {
+                violations.add(format!(
+                    "an exclusive hold beside another:\n  {g:?}\n  {other:?}"
+                ));
+            }
+        }
+        if g.kind == Kind::Permit {
+            // The permits certainly held when this one was granted.
+            let at_once = 1 + holds
+                .iter()
+                .enumerate()
+                .filter(|&(j, &(f, t, _))| j != i && f <= from && from < t)
+                .count();
+            if at_once > PERMITS {
+                violations.add(format!("{at_once} permits held at once, at {g:?}"));
+            }
+        }
+    }
+}
+
 fn lock_stat(con: &mut redis::Connection, name: &str) -> usize {
     info_field(con, "lock", &format!("lock_{name}"))
         .and_then(|v| v.parse().ok())
@@ -454,7 +540,18 @@ fn lock_stat(con: &mut redis::Connection, name: &str) -> usize {
 /// while waiting and while holding.
 #[test]
 fn a_fenced_resource_stays_consistent_under_contention_expiry_and_disconnects() {
-    const TEST: &str = "fenced resource";
+    run_contention("fenced resource", false);
+}
+
+/// The same faults on two read/write locks (readers SHARED, a quarter writers) and a
+/// semaphore of 3 permits: no writer ever beside another holder, never more than 3 permits,
+/// fences unique and rising, the writers' fenced resource consistent.
+#[test]
+fn shared_holds_stay_consistent_under_contention_expiry_and_disconnects() {
+    run_contention("shared holds", true);
+}
+
+fn run_contention(test: &'static str, kinds: bool) {
     let srv = Server::start();
     let shared = Contention {
         resources: (0..CONTENDED_KEYS).map(|_| Mutex::default()).collect(),
@@ -462,11 +559,11 @@ fn a_fenced_resource_stays_consistent_under_contention_expiry_and_disconnects() 
         counts: Counts::default(),
         violations: Violations::default(),
     };
-    let until = Instant::now() + scaled_ms(20_000);
+    let until = Instant::now() + scaled_ms(if kinds { 12_000 } else { 20_000 });
     thread::scope(|s| {
         for client in 0..scaled(16) {
             let (srv, shared) = (&srv, &shared);
-            s.spawn(move || contend(srv, shared, client, until));
+            s.spawn(move || contend(srv, shared, client, until, kinds));
         }
     });
     let mut con = conn(&srv);
@@ -483,17 +580,29 @@ fn a_fenced_resource_stays_consistent_under_contention_expiry_and_disconnects() 
         counts.add(&format!("server_{stat}"), lock_stat(&mut con, stat));
     }
     counts.add("grant_fences_checked", grants.len());
-    counts.print(TEST);
-    shared.violations.assert_none(TEST);
+    if kinds {
+        for (name, kind) in [
+            ("shared_grants", Kind::Shared),
+            ("permit_grants", Kind::Permit),
+        ] {
+            counts.add(name, grants.iter().filter(|g| g.kind == kind).count());
+        }
+    }
+    counts.print(test);
+    shared.violations.assert_none(test);
     assert!(grants.len() > 100, "only {} grants", grants.len());
-    for what in [
+    let mut exercised = vec![
         "server_handed_off",
         "waiting_disconnects",
         "holding_disconnects",
         "stalled_holders",
         "expired_holder_calls",
         "writes_rejected",
-    ] {
+    ];
+    if kinds {
+        exercised.extend(["shared_grants", "permit_grants"]);
+    }
+    for what in exercised {
         assert!(
             counts.get(what) > 0,
             "no {what}: the run did not exercise it"
