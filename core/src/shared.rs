@@ -215,6 +215,13 @@ impl SharedLock {
     /// Holders whose deadline has not passed. Costs the number of expired holders not yet
     /// pruned (which a primary prunes at their deadlines).
     pub fn live(&self, now_ms: i64) -> usize {
+        if self
+            .soonest
+            .top()
+            .is_none_or(|p| self.holders[p as usize].is_live(now_ms))
+        {
+            return self.holders.len();
+        }
         let expired = self
             .soonest
             .leading(&self.holders, |h| !h.is_live(now_ms))
@@ -378,6 +385,10 @@ impl SharedLock {
     /// The highest fence among live holders. Costs the number of expired holders with higher
     /// fences (times its logarithm).
     pub fn max_live_fence(&self, now_ms: i64) -> Option<u64> {
+        let newest = self.newest.top().map(|p| &self.holders[p as usize]);
+        if let Some(holder) = newest.filter(|h| h.is_live(now_ms)) {
+            return Some(holder.fence());
+        }
         let newer_expired = self.newest.leading(&self.holders, |h| !h.is_live(now_ms));
         // The best live holder is the root, or a child of an expired holder above it.
         let children = |i: usize| [2 * i + 1, 2 * i + 2];

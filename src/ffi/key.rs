@@ -18,6 +18,9 @@ pub struct LockKey {
     name: *mut raw::RedisModuleString,
     /// None when the key was opened for reading and does not exist.
     key: Option<NonNull<raw::RedisModuleKey>>,
+    /// The key's value as the server holds it (null: none), read once at opening and kept up
+    /// to date by `store` and `delete`, the only writers while the handle is open.
+    value: *mut std::ffi::c_void,
 }
 
 /// The server's handle of the lock data type, set once when the module registers it.
@@ -66,13 +69,18 @@ impl LockKey {
         };
         // SAFETY: ctx and name are live for this command call.
         let key = unsafe { open_key(ctx.ctx, name.inner, flags as c_int) };
-        let this = Self {
+        let mut this = Self {
             ctx: ctx.ctx,
             name: name.inner,
             key: NonNull::new(key.cast()),
+            value: ptr::null_mut(),
         };
         this.check_type()?;
-        let mut this = this;
+        if let Some(key) = this.key {
+            let get_value = api!(RedisModule_ModuleTypeGetValue)?;
+            // SAFETY: key is an open key handle, of this type or empty.
+            this.value = unsafe { get_value(key.as_ptr()) };
+        }
         if matches!(mode, Mode::Write) {
             this.resync_expiry()?;
         }
@@ -117,11 +125,9 @@ impl LockKey {
 
     /// The lock stored here, expired or not; None if the key is empty.
     pub fn held(&mut self) -> LockResult<Option<Held<'_>>> {
-        let Some(key) = self.key else { return Ok(None) };
-        let get_value = api!(RedisModule_ModuleTypeGetValue)?;
         // SAFETY: check_type proved the value, if any, is one of ours, made by
         // `Value::into_raw`; the borrow ends with this handle's.
-        Ok(unsafe { value::held(get_value(key.as_ptr())) })
+        Ok(unsafe { value::held(self.value) })
     }
 
     /// Store `value` (replacing what was there) with the key expiring at its latest deadline.
@@ -135,6 +141,7 @@ impl LockKey {
             drop(unsafe { Value::from_raw(raw) });
             return Err(LockError::Internal("could not store the lock value".into()));
         }
+        self.value = raw;
         count(&STATS.locks);
         self.follow_deadline()
     }
@@ -168,6 +175,7 @@ impl LockKey {
         if deleted != raw::REDISMODULE_OK as c_int {
             return Err(LockError::Internal("could not delete the key".into()));
         }
+        self.value = ptr::null_mut();
         self.signal_modified()
     }
 
