@@ -81,6 +81,10 @@ fn command_docs_and_key_specs() {
     for word in ["summary", "arguments", "ttl", "TOKEN", "BLOCK", "optional"] {
         assert!(docs.contains(word), "{word} missing from {docs}");
     }
+    // SHARED | LIMIT n: one optional choice of a pure token and an integer.
+    for word in ["oneof", "pure-token", "SHARED", "LIMIT", "limit"] {
+        assert!(docs.contains(word), "{word} missing from {docs}");
+    }
     for cmd in ["lock.renew", "lock.release", "lock.info"] {
         let docs = format!(
             "{:?}",
