@@ -150,6 +150,9 @@ pub fn grant_shared(
     current: Current,
     now: i64,
 ) -> LockResult<u64> {
+    // Holders that expired since the caller looked leave first, replicated: a replica must
+    // not keep them inside the shared lock this grant joins or replaces.
+    prune(ctx, key, lock_key, now)?;
     if let Some(Held::Shared(shared)) = lock_key.held()? {
         // A second waiter with the token of a live holder (two clients with one token): the
         // same hold, as a retry would be, never a second one.
