@@ -134,46 +134,12 @@ fn a_held_lock_moved_by_migrate_keeps_token_deadline_and_fence() {
     let (key, slot) = key_on_first_node(&cluster);
     let (source, target) = (&cluster.nodes[0], &cluster.nodes[1]);
     let mut src = source.conn();
-    let mut dst = target.conn();
     let fence = restore_future_lock(&mut src, &key);
     let mut blocked = blocked_client(source, &key, 10_000, "waiter", 0);
     wait_for("the waiter to queue", || waiters(&mut src, &key) == 1);
-    let slot_arg = slot.to_string();
-    let (source_id, target_id) = (cluster.id(0), cluster.id(1));
-    call(
-        &mut dst,
-        &[
-            b"CLUSTER",
-            b"SETSLOT",
-            slot_arg.as_bytes(),
-            b"IMPORTING",
-            source_id.as_bytes(),
-        ],
-    );
-    call(
-        &mut src,
-        &[
-            b"CLUSTER",
-            b"SETSLOT",
-            slot_arg.as_bytes(),
-            b"MIGRATING",
-            target_id.as_bytes(),
-        ],
-    );
-    let port = target.port.to_string();
-    let reply = call(
-        &mut src,
-        &[
-            b"MIGRATE",
-            b"127.0.0.1",
-            port.as_bytes(),
-            b"",
-            b"0",
-            b"5000",
-            b"KEYS",
-            key.as_bytes(),
-        ],
-    );
+    cluster.start_moving(slot, 0, 1);
+    let reply = migrate(&mut src, target.port, &[key.as_bytes()]);
+    let port = target.port;
     assert_eq!(reply, Value::Okay);
     // The waiter is told to retry, which the cluster redirects to the new owner.
     let reply = String::from_utf8(blocked.read_reply()).unwrap();
@@ -184,30 +150,11 @@ fn a_held_lock_moved_by_migrate_keeps_token_deadline_and_fence() {
         err.starts_with(&format!("ASK {slot} 127.0.0.1:{port}")),
         "{err}"
     );
-    for node in &cluster.nodes {
-        call(
-            &mut node.conn(),
-            &[
-                b"CLUSTER",
-                b"SETSLOT",
-                slot_arg.as_bytes(),
-                b"NODE",
-                target_id.as_bytes(),
-            ],
-        );
-    }
+    cluster.finish_moving(slot, 1);
     assert_eq!(int(call(&mut src, &[b"DBSIZE"])), 0);
     assert_eq!(cluster.owner(slot), 1);
     check_moved_lock(target, &key, "owner", fence);
-    assert_eq!(
-        int(call(&mut src, &[b"DBSIZE"])),
-        0,
-        "nothing was granted on the source"
-    );
-    assert_eq!(
-        info_field(&mut src, "clients", "blocked_clients").as_deref(),
-        Some("0")
-    );
+    assert_source_left_alone(&mut src);
 }
 
 /// Valkey 9's atomic slot migration moves the slot with its locks in one step.
@@ -222,31 +169,7 @@ fn a_held_lock_moved_by_cluster_migrateslots_keeps_token_deadline_and_fence() {
     let fence = restore_future_lock(&mut src, &key);
     let mut blocked = blocked_client(&cluster.nodes[0], &key, 10_000, "waiter", 0);
     wait_for("the waiter to queue", || waiters(&mut src, &key) == 1);
-    let slot_arg = slot.to_string();
-    let target_id = cluster.id(1);
-    let reply = call(
-        &mut src,
-        &[
-            b"CLUSTER",
-            b"MIGRATESLOTS",
-            b"SLOTSRANGE",
-            slot_arg.as_bytes(),
-            slot_arg.as_bytes(),
-            b"NODE",
-            target_id.as_bytes(),
-        ],
-    );
-    assert_eq!(reply, Value::Okay, "{}", cluster.nodes[0].log());
-    let start = std::time::Instant::now();
-    while cluster.owner(slot) != 1 {
-        assert!(
-            start.elapsed() < Duration::from_secs(10),
-            "the slot did not move\n--- source\n{}\n--- target\n{}",
-            cluster.nodes[0].log(),
-            cluster.nodes[1].log()
-        );
-        std::thread::sleep(Duration::from_millis(10));
-    }
+    cluster.migrate_slot(slot, 0, 1);
     let reply = String::from_utf8(blocked.read_reply()).unwrap();
     assert!(reply.starts_with("-TRYAGAIN"), "{reply}");
     wait_for("the source to drop the slot's keys", || {

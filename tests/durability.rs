@@ -98,17 +98,7 @@ fn locks_survive_a_restart_from_rdb() {
 }
 
 fn aof_restart(preamble: &str, rewrite: bool) {
-    let mut srv = Server::start_with(
-        &[],
-        &[
-            "--appendonly",
-            "yes",
-            "--appendfsync",
-            "always",
-            "--aof-use-rdb-preamble",
-            preamble,
-        ],
-    );
+    let mut srv = Server::start_with_aof(preamble);
     let mut con = srv.conn();
     let mut taken = take_locks(&mut con, "before", 20);
     if rewrite {
@@ -559,24 +549,9 @@ fn truncated_restore_payloads_are_refused_without_crashing() {
     let Value::BulkString(dump) = call(&mut con, &[b"DUMP", b"k"]) else {
         panic!("no dump")
     };
-    let (body, footer) = dump.split_at(dump.len() - 10);
-    let version = &footer[..2];
-    assert_eq!(signed_dump(body, version), dump);
-    let mut refused = 0;
-    for cut in 1..body.len() {
-        let payload = signed_dump(&body[..cut], version);
-        match command(&[b"RESTORE", b"cut", b"0", &payload]).query::<Value>(&mut con) {
-            Ok(Value::Okay) => {
-                call(&mut con, &[b"DEL", b"cut"]);
-            }
-            Err(e) if e.code() == Some("ERR") => {
-                refused += 1;
-                assert_eq!(int(call(&mut con, &[b"EXISTS", b"cut"])), 0);
-            }
-            other => panic!("cut at {cut}: {other:?}"),
-        }
-    }
-    assert!(refused > body.len() / 2, "{refused} of {}", body.len());
+    let refused = restore_truncations(&mut con, &dump, |_| {});
+    let cuts = dump.len() - 11;
+    assert!(refused > cuts / 2, "{refused} of {cuts}");
     srv.assert_alive();
 }
 

@@ -44,7 +44,8 @@ pub struct Revoke {
 /// Deferred work, taken out whole by the runner.
 #[derive(Debug, Default)]
 pub struct Pending {
-    /// Locks whose waiters must be looked at: grant the first if the lock is free.
+    /// Locks to be looked at: expired shared holders leave, and the first waiters are granted
+    /// if the lock has room.
     pub serve: HashSet<LockId>,
     /// Grants to take back.
     pub revoke: Vec<Revoke>,
@@ -357,6 +358,14 @@ impl<H: Copy + Eq + Hash> HandOff<H> {
         }
         self.pending.serve.extend(locks);
         self.schedule()
+    }
+
+    /// `locks` are to be looked at (loaded or restored shared locks whose holders must leave
+    /// at their deadlines). True when the runner must be scheduled.
+    pub fn look_again(&mut self, locks: impl IntoIterator<Item = LockId>) -> bool {
+        let before = self.pending.serve.len();
+        self.pending.serve.extend(locks);
+        self.pending.serve.len() > before && self.schedule()
     }
 
     /// True the first time: the runner is to be scheduled; later calls find it scheduled.

@@ -10,9 +10,10 @@ use lock_core::{LockError, LockResult};
 use redis_module::{Context, ContextFlags, RedisResult, RedisString, RedisValue};
 
 use crate::commands::key_and_rest;
+use crate::ffi::api::lock_id;
 use crate::ffi::guard;
 use crate::ffi::key::{LockKey, Mode};
-use crate::server::fences;
+use crate::server::{fences, state};
 
 /// AOF replay runs on a client whose id is UINT64_MAX (`RedisModule_IsAOFClient`).
 const AOF_CLIENT_ID: u64 = u64::MAX;
@@ -43,6 +44,16 @@ pub fn apply(ctx: &Context, args: Vec<RedisString>) -> RedisResult {
                     lock_key.store(Value::Shared(Box::new(shared)))?;
                 }
             },
+        }
+        // Replayed from an AOF: its holders leave at their deadlines once the load ends.
+        let loading = ctx.get_flags().contains(ContextFlags::LOADING);
+        if loading && lock_key.held()?.is_some_and(|h| h.holders_expire_first()) {
+            let id = lock_id(ctx, key)?;
+            state::update(|s| {
+                if s.loaded_shared.last() != Some(&id) {
+                    s.loaded_shared.push(id);
+                }
+            });
         }
         // A replica's own AOF must record the effect too (sub-replicas get the primary's
         // stream proxied; nothing propagates while the AOF itself is loading).

@@ -57,6 +57,30 @@ impl Io {
             .is_none_or(|flags| flags & raw::REDISMODULE_CTX_FLAGS_LOADING != 0)
     }
 
+    /// The key whose value is being loaded, where the server says.
+    pub fn lock_id(&self) -> Option<lock_core::queue::LockId> {
+        let (name_of, db_of, bytes_of) = unsafe {
+            (
+                raw::RedisModule_GetKeyNameFromIO?,
+                raw::RedisModule_GetDbIdFromIO?,
+                raw::RedisModule_StringPtrLen?,
+            )
+        };
+        // SAFETY: the IO handle is live for this callback; so is the name it gives.
+        let name = unsafe { name_of(self.0) };
+        if name.is_null() {
+            return None;
+        }
+        let mut len = 0;
+        let bytes = unsafe { bytes_of(name, &mut len) };
+        if bytes.is_null() {
+            return None;
+        }
+        let key = unsafe { std::slice::from_raw_parts(bytes.cast::<u8>(), len) }.to_vec();
+        let db = unsafe { db_of(self.0) };
+        Some(lock_core::queue::LockId { db, key })
+    }
+
     /// The context flags seen from inside an RDB callback.
     fn flags(&self) -> Option<u32> {
         let (context_of, flags_of) = unsafe {

@@ -112,6 +112,11 @@ unsafe extern "C" fn rdb_load(rdb: *mut raw::RedisModuleIO, encver: c_int) -> *m
         // a RESTORE refused after this callback must change nothing.
         if io.loading() {
             fences::observe_fence(fence);
+            if value.held().holders_expire_first() {
+                if let Some(id) = io.lock_id() {
+                    state::update(|s| s.loaded_shared.push(id));
+                }
+            }
         }
         count(&STATS.locks);
         value.into_raw()

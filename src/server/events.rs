@@ -12,7 +12,7 @@ use redis_module::{raw, Context};
 use crate::ffi::api::clients_paused;
 use crate::ffi::subscribe::subscribe;
 use crate::ffi::{clock, guard, propagate, timer};
-use crate::server::{fences, runner, state};
+use crate::server::{fences, runner, state, sweep};
 
 /// Subscribe to every event below.
 pub fn watch(ctx: &Context) -> LockResult<()> {
@@ -64,7 +64,7 @@ unsafe extern "C" fn on_swapdb(
 }
 
 /// After a promotion this server may have missed grants made by the old primary: its next
-/// fence jumps ahead.
+/// fence jumps ahead; and it starts keeping its shared holders' deadlines.
 unsafe extern "C" fn on_role_changed(
     _ctx: *mut raw::RedisModuleCtx,
     _event: raw::RedisModuleEvent,
@@ -74,6 +74,7 @@ unsafe extern "C" fn on_role_changed(
     guard::callback((), || {
         if subevent == raw::REDISMODULE_EVENT_REPLROLECHANGED_NOW_MASTER {
             fences::jump_next_grant();
+            sweep::after_promotion();
         }
     })
 }
@@ -91,10 +92,13 @@ unsafe extern "C" fn on_loading(
         raw::REDISMODULE_SUBEVENT_LOADING_ENDED | raw::REDISMODULE_SUBEVENT_LOADING_FAILED => {
             // Without a clock reading, count every expiry rather than none.
             let now = clock::now_ms().unwrap_or(0);
-            state::update(|s| {
+            let loaded = state::with(|s| {
                 s.fence.jump_next_grant();
                 s.serving_since_ms = now;
+                std::mem::take(&mut s.loaded_shared)
             });
+            // Their holders' deadlines may have passed while the server was down.
+            runner::look_again(loaded.unwrap_or_default());
         }
         _ => state::update(|s| s.serving_since_ms = i64::MAX),
     })

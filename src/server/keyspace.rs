@@ -28,7 +28,7 @@ use redis_module::{raw, Context, RedisString};
 use crate::ffi::api::{api, lock_id, open_name};
 use crate::ffi::key::{LockKey, Mode};
 use crate::ffi::{guard, timer};
-use crate::server::{fences, state};
+use crate::server::{fences, runner, state};
 
 /// The generic keyspace events that change a key's expiry and leave the key in place.
 const EXPIRY_EVENTS: [&CStr; 3] = [c"expire", c"persist", c"restore"];
@@ -119,6 +119,10 @@ fn follow(ctx: &Context, key: &RedisString, restored: bool) -> LockResult<()> {
     if restored {
         if let Some(held) = lock_key.held()? {
             fences::observe_fence_or_warn(ctx, lock_core::codec::highest_fence(&held));
+            // A restored shared lock's holders leave at their own deadlines, some maybe past.
+            if held.holders_expire_first() {
+                runner::look_again(vec![lock_id(ctx, key)?]);
+            }
         }
     }
     Ok(())

@@ -2,7 +2,8 @@
 //! (`fences`), answering waiters (`answer`), running the hand-off machine's answers and the
 //! timers (`runner`), blocked clients (`blocked`), the data type's callbacks (`datatype`),
 //! server events (`events`), keyspace events (`keyspace`), ordered notifications
-//! (`notices`), the eviction watch (`eviction`) and the INFO lock section (`info`).
+//! (`notices`), the eviction watch (`eviction`), the INFO lock section (`info`) and the
+//! sweep for expired shared holders after a promotion (`sweep`).
 
 pub mod answer;
 pub mod blocked;
@@ -15,3 +16,4 @@ pub mod keyspace;
 pub mod notices;
 pub mod runner;
 pub mod state;
+pub mod sweep;

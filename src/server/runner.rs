@@ -467,6 +467,14 @@ pub fn serve_later(db: Option<i32>) {
     }
 }
 
+/// Look at `locks` after the current command (loaded or restored shared locks): expired
+/// holders leave, and the timer follows the others.
+pub fn look_again(locks: Vec<LockId>) {
+    if state::with(|s| s.handoff.look_again(locks)) == Ok(true) {
+        schedule_runner(0);
+    }
+}
+
 /// A grant's reply was freed by the server without being delivered: take it back later.
 pub fn reply_freed(lock: LockId, token: Token, fence: u64, delivered: bool) {
     if state::with(|s| s.handoff.reply_freed(lock, token, fence, delivered)) == Ok(true) {

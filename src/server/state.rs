@@ -37,6 +37,9 @@ pub struct State {
     pub eviction_possible: bool,
     /// Redis 7.0: lock keys whose `expire` event waits for the 0 ms timer.
     pub expiry_after_command: Vec<LockId>,
+    /// Shared locks of several holders loaded from a file or a full sync: looked at when the
+    /// load ends, so their holders leave at their deadlines.
+    pub loaded_shared: Vec<LockId>,
 }
 
 thread_local! {
@@ -47,6 +50,7 @@ thread_local! {
         replacing_live: false,
         eviction_possible: false,
         expiry_after_command: Vec::new(),
+        loaded_shared: Vec::new(),
     });
     /// The module's own context for timers and logs outside any command, made once at load.
     /// Beside the state rather than in it, so a failed borrow can still be logged.

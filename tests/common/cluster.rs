@@ -71,6 +71,74 @@ impl Cluster {
             .unwrap()
     }
 
+    /// Start moving `slot` from node `from` to node `to`: IMPORTING on the target, MIGRATING
+    /// on the source, as resharding does before it MIGRATEs the keys.
+    pub fn start_moving(&self, slot: u16, from: usize, to: usize) {
+        let slot = slot.to_string();
+        let (from_id, to_id) = (self.id(from), self.id(to));
+        let mut target = self.nodes[to].conn();
+        let mut source = self.nodes[from].conn();
+        let importing: [&[u8]; 5] = [
+            b"CLUSTER",
+            b"SETSLOT",
+            slot.as_bytes(),
+            b"IMPORTING",
+            from_id.as_bytes(),
+        ];
+        call(&mut target, &importing);
+        let migrating: [&[u8]; 5] = [
+            b"CLUSTER",
+            b"SETSLOT",
+            slot.as_bytes(),
+            b"MIGRATING",
+            to_id.as_bytes(),
+        ];
+        call(&mut source, &migrating);
+    }
+
+    /// Valkey 9: move `slot` from node `from` to node `to` with CLUSTER MIGRATESLOTS, and
+    /// wait until the cluster says `to` serves it (both nodes' logs if it does not, in 10 s).
+    pub fn migrate_slot(&self, slot: u16, from: usize, to: usize) {
+        let slot_arg = slot.to_string();
+        let to_id = self.id(to);
+        let migrate: [&[u8]; 7] = [
+            b"CLUSTER",
+            b"MIGRATESLOTS",
+            b"SLOTSRANGE",
+            slot_arg.as_bytes(),
+            slot_arg.as_bytes(),
+            b"NODE",
+            to_id.as_bytes(),
+        ];
+        let reply = call(&mut self.nodes[from].conn(), &migrate);
+        assert_eq!(reply, Value::Okay, "{}", self.nodes[from].log());
+        let start = Instant::now();
+        while self.owner(slot) != to {
+            assert!(
+                start.elapsed() < Duration::from_secs(10),
+                "the slot did not move\n--- source\n{}\n--- target\n{}",
+                self.nodes[from].log(),
+                self.nodes[to].log()
+            );
+            std::thread::sleep(Duration::from_millis(10));
+        }
+    }
+
+    /// End the move of `slot`: every node learns that node `to` serves it.
+    pub fn finish_moving(&self, slot: u16, to: usize) {
+        let (slot, to_id) = (slot.to_string(), self.id(to));
+        for node in &self.nodes {
+            let node_is: [&[u8]; 5] = [
+                b"CLUSTER",
+                b"SETSLOT",
+                slot.as_bytes(),
+                b"NODE",
+                to_id.as_bytes(),
+            ];
+            call(&mut node.conn(), &node_is);
+        }
+    }
+
     pub fn id(&self, node: usize) -> String {
         let id = call(&mut self.nodes[node].conn(), &[b"CLUSTER", b"MYID"]);
         match id {
@@ -105,6 +173,19 @@ impl Cluster {
         }
         panic!("slot {slot} is not served")
     }
+}
+
+/// After a slot moved away: nothing was granted on its old node, and nobody waits there.
+pub fn assert_source_left_alone(src: &mut redis::Connection) {
+    assert_eq!(
+        int(call(src, &[b"DBSIZE"])),
+        0,
+        "nothing was granted on the source"
+    );
+    assert_eq!(
+        info_field(src, "clients", "blocked_clients").as_deref(),
+        Some("0")
+    );
 }
 
 pub fn key_slot(con: &mut redis::Connection, key: &[u8]) -> u16 {

@@ -64,6 +64,22 @@ impl Server {
         Self::start_in(new_dir(), module_args, config)
     }
 
+    /// With an AOF fsynced at every write, with the RDB preamble or not (`preamble` "yes" or
+    /// "no").
+    pub fn start_with_aof(preamble: &str) -> Self {
+        Self::start_with(
+            &[],
+            &[
+                "--appendonly",
+                "yes",
+                "--appendfsync",
+                "always",
+                "--aof-use-rdb-preamble",
+                preamble,
+            ],
+        )
+    }
+
     /// Start on `dir`, which may hold data files from an earlier server.
     pub fn start_in(dir: PathBuf, module_args: &[&str], config: &[&str]) -> Self {
         Self::start_in_env(dir, module_args, config, &[])
@@ -339,26 +355,84 @@ pub fn fence_of(con: &mut redis::Connection, key: &[u8]) -> Option<i64> {
 
 /// A LOCK.INFO reply (RESP2 or RESP3) as (fence, ttl, waiters), or None for null.
 pub fn info_reply(reply: Value) -> Option<(i64, i64, i64)> {
-    let pairs: Vec<(Value, Value)> = match reply {
-        Value::Nil => return None,
-        Value::Map(pairs) => pairs,
-        Value::Array(flat) => flat
-            .chunks(2)
-            .map(|c| (c[0].clone(), c[1].clone()))
-            .collect(),
-        other => panic!("unexpected INFO reply {other:?}"),
-    };
+    let pairs = info_pairs(reply)?;
     let field = |name: &str| {
-        pairs
-            .iter()
-            .find(|(k, _)| {
-                matches!(k, Value::BulkString(b) if b == name.as_bytes())
-                    || matches!(k, Value::SimpleString(s) if s == name)
-            })
-            .map(|(_, v)| int(v.clone()))
+        info_field_of(&pairs, name)
+            .map(int)
             .unwrap_or_else(|| panic!("no field {name} in {pairs:?}"))
     };
     Some((field("fence"), field("ttl"), field("waiters")))
+}
+
+/// The field/value pairs of a LOCK.INFO reply (a RESP3 map or a RESP2 flat array), or None
+/// for null.
+pub fn info_pairs(reply: Value) -> Option<Vec<(Value, Value)>> {
+    match reply {
+        Value::Nil => None,
+        Value::Map(pairs) => Some(pairs),
+        Value::Array(flat) => Some(
+            flat.chunks(2)
+                .map(|c| (c[0].clone(), c[1].clone()))
+                .collect(),
+        ),
+        other => panic!("unexpected LOCK.INFO reply {other:?}"),
+    }
+}
+
+/// The value of field `name` among LOCK.INFO's pairs.
+pub fn info_field_of(pairs: &[(Value, Value)], name: &str) -> Option<Value> {
+    pairs
+        .iter()
+        .find(|(k, _)| {
+            matches!(k, Value::BulkString(b) if b == name.as_bytes())
+                || matches!(k, Value::SimpleString(s) if s == name)
+        })
+        .map(|(_, v)| v.clone())
+}
+
+/// MIGRATE `keys` from `con`'s server to the server on `port` (database 0, 5 s timeout).
+pub fn migrate(con: &mut redis::Connection, port: u16, keys: &[&[u8]]) -> Value {
+    let port = port.to_string();
+    let mut args: Vec<&[u8]> = vec![
+        b"MIGRATE",
+        b"127.0.0.1",
+        port.as_bytes(),
+        b"",
+        b"0",
+        b"5000",
+        b"KEYS",
+    ];
+    args.extend_from_slice(keys);
+    call(con, &args)
+}
+
+/// RESTORE every truncation of the DUMP `payload` (re-signed, so only the module judges it)
+/// under the key `cut`: each is refused with an error and leaves nothing, or loads as
+/// something `loaded` can look at (then it is deleted). How many were refused.
+pub fn restore_truncations(
+    con: &mut redis::Connection,
+    payload: &[u8],
+    mut loaded: impl FnMut(&mut redis::Connection),
+) -> usize {
+    let (body, footer) = payload.split_at(payload.len() - 10);
+    let version = &footer[..2];
+    assert_eq!(signed_dump(body, version), payload);
+    let mut refused = 0;
+    for cut in 1..body.len() {
+        let cut_payload = signed_dump(&body[..cut], version);
+        match command(&[b"RESTORE", b"cut", b"0", &cut_payload]).query::<Value>(con) {
+            Ok(Value::Okay) => {
+                loaded(con);
+                call(con, &[b"DEL", b"cut"]);
+            }
+            Err(e) if e.code() == Some("ERR") => {
+                refused += 1;
+                assert_eq!(int(call(con, &[b"EXISTS", b"cut"])), 0);
+            }
+            other => panic!("cut at {cut}: {other:?}"),
+        }
+    }
+    refused
 }
 
 pub fn now_us() -> i64 {
