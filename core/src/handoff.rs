@@ -75,6 +75,9 @@ pub struct Left<H> {
     pub waiter: Waiter<H>,
     /// The lock's deadline timer, to stop: nobody waits for the lock any more.
     pub stop_deadline: Option<TimerId>,
+    /// It was first in the queue, and others wait: the new first may fit where it did not
+    /// (a reader behind a writer that gave up); the runner is to be scheduled.
+    pub serve: bool,
 }
 
 #[derive(Debug)]
@@ -211,10 +214,19 @@ impl<H: Copy + Eq + Hash> HandOff<H> {
 
     fn left(&mut self, lock: LockId, waiter: Waiter<H>) -> Left<H> {
         let stop_deadline = self.stop_deadline_unless_waited(&lock);
+        let was_first = self
+            .queues
+            .front(&lock)
+            .is_some_and(|next| next.serial > waiter.serial);
+        let serve = was_first && {
+            self.pending.serve.insert(lock.clone());
+            self.schedule()
+        };
         Left {
             lock,
             waiter,
             stop_deadline,
+            serve,
         }
     }
 

@@ -587,6 +587,12 @@ impl Sim {
             .position(|&s| s == serial)
             .expect("the model queue holds the waiter");
         queue.remove(at);
+        // The first waiter left and others wait: the new first is looked at.
+        let was_first = at == 0 && !self.queues[rec.lock].is_empty();
+        if was_first {
+            self.pending_serve.insert(rec.lock);
+        }
+        self.scheduled(was_first, left.serve, what);
         if self.queues[rec.lock].is_empty() {
             self.expect_stop(rec.lock, left.stop_deadline, what);
         } else {

@@ -141,6 +141,9 @@ fn leave(handle: Blocked) -> bool {
     };
     unblock(handle, left.waiter.serial, None);
     runner::stop_deadline_timer(left.stop_deadline);
+    if left.serve {
+        runner::schedule_now();
+    }
     true
 }
 

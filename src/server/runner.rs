@@ -427,6 +427,9 @@ fn on_block_timeout(_ctx: &Context, timeout: BlockTimeout) {
             count(&STATS.timeouts);
             unblock(handle, timeout.serial, Some(Reply::TimedOut));
             stop_deadline_timer(left.stop_deadline);
+            if left.serve {
+                schedule_runner(0);
+            }
         }
     })
 }
@@ -480,6 +483,11 @@ pub fn reply_freed(lock: LockId, token: Token, fence: u64, delivered: bool) {
     if state::with(|s| s.handoff.reply_freed(lock, token, fence, delivered)) == Ok(true) {
         schedule_runner(0);
     }
+}
+
+/// The hand-off machine asked for the runner (`Left::serve`): right after the current event.
+pub fn schedule_now() {
+    schedule_runner(0);
 }
 
 fn schedule_runner(delay_ms: u64) {
