@@ -7,20 +7,8 @@ use std::time::Duration;
 
 use common::*;
 
-fn lock_info(con: &mut redis::Connection) -> Vec<(String, u64)> {
-    let text: String = redis::cmd("INFO").arg("lock").query(con).unwrap();
-    text.lines()
-        .filter_map(|l| l.split_once(':'))
-        .map(|(k, v)| (k.to_string(), v.trim().parse().unwrap()))
-        .collect()
-}
-
 fn stat(con: &mut redis::Connection, name: &str) -> u64 {
-    lock_info(con)
-        .into_iter()
-        .find(|(k, _)| k == &format!("lock_{name}"))
-        .unwrap_or_else(|| panic!("no lock_{name} in INFO lock"))
-        .1
+    info_lock_stat(con, name)
 }
 
 /// Keyspace events of the module class on, and a connection subscribed to `channel`.
@@ -38,7 +26,7 @@ fn subscribe_events(srv: &Server, how: &[u8], channel: &[u8]) -> Raw {
 fn info_lock_counts_every_kind_of_event() {
     let srv = Server::start();
     let mut con = srv.conn();
-    let names: Vec<String> = lock_info(&mut con).into_iter().map(|(k, _)| k).collect();
+    let names: Vec<String> = info_lock(&mut con).into_iter().map(|(k, _)| k).collect();
     assert_eq!(
         names,
         [
@@ -53,7 +41,7 @@ fn info_lock_counts_every_kind_of_event() {
             "lock_timeouts"
         ]
     );
-    assert!(lock_info(&mut con).iter().all(|(_, v)| *v == 0));
+    assert!(info_lock(&mut con).iter().all(|(_, v)| *v == 0));
 
     acquire(&mut con, "a", 60_000, "me").unwrap();
     acquire(&mut con, "a", 60_000, "me").unwrap(); // a retry: not a new grant

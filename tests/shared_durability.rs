@@ -147,36 +147,9 @@ fn wait_rewrite_done(con: &mut redis::Connection) {
 // ---------------------------------------------------------------------------------------
 // LOCK.INFO
 
-#[derive(Clone, Debug, PartialEq)]
-struct Info {
-    fence: i64,
-    holders: i64,
-    limit: Option<i64>,
-    mode: String,
-    ttl: i64,
-    waiters: i64,
-}
-
 /// LOCK.INFO with every field of a lock with holders, or None when the lock is free.
-fn lock_info(con: &mut redis::Connection, key: &[u8]) -> Option<Info> {
-    let pairs = info_pairs(call(con, &[b"LOCK.INFO", key]))?;
-    let find = |name: &str| info_field_of(&pairs, name);
-    let number = |name: &str| {
-        int(find(name).unwrap_or_else(|| panic!("no field {name} in LOCK.INFO {pairs:?}")))
-    };
-    let mode = match find("mode") {
-        Some(Value::BulkString(b)) => String::from_utf8(b).unwrap(),
-        Some(Value::SimpleString(s)) => s,
-        other => panic!("LOCK.INFO mode {other:?} in {pairs:?}"),
-    };
-    Some(Info {
-        fence: number("fence"),
-        holders: number("holders"),
-        limit: find("limit").map(int),
-        mode,
-        ttl: number("ttl"),
-        waiters: number("waiters"),
-    })
+fn lock_info(con: &mut redis::Connection, key: &[u8]) -> Option<LockInfo> {
+    lock_info_of(con, key)
 }
 
 // ---------------------------------------------------------------------------------------

@@ -370,11 +370,14 @@ pub fn info_pairs(reply: Value) -> Option<Vec<(Value, Value)>> {
     match reply {
         Value::Nil => None,
         Value::Map(pairs) => Some(pairs),
-        Value::Array(flat) => Some(
-            flat.chunks(2)
-                .map(|c| (c[0].clone(), c[1].clone()))
-                .collect(),
-        ),
+        Value::Array(flat) => {
+            assert_eq!(flat.len() % 2, 0, "field/value pairs: {flat:?}");
+            Some(
+                flat.chunks(2)
+                    .map(|c| (c[0].clone(), c[1].clone()))
+                    .collect(),
+            )
+        }
         other => panic!("unexpected LOCK.INFO reply {other:?}"),
     }
 }
@@ -388,6 +391,72 @@ pub fn info_field_of(pairs: &[(Value, Value)], name: &str) -> Option<Value> {
                 || matches!(k, Value::SimpleString(s) if s == name)
         })
         .map(|(_, v)| v.clone())
+}
+
+/// A LOCK.INFO reply, every field it has.
+#[derive(Debug, Clone, PartialEq)]
+pub struct LockInfo {
+    /// The field names, in the order of the reply.
+    pub fields: Vec<String>,
+    pub fence: i64,
+    pub holders: i64,
+    pub limit: Option<i64>,
+    pub mode: String,
+    pub ttl: i64,
+    pub waiters: i64,
+}
+
+pub fn text_of(v: &Value) -> String {
+    match v {
+        Value::BulkString(b) => String::from_utf8(b.clone()).unwrap(),
+        Value::SimpleString(s) => s.clone(),
+        other => panic!("not a field name: {other:?}"),
+    }
+}
+
+/// A LOCK.INFO reply (RESP2 flat array or RESP3 map), or None for null.
+pub fn parse_lock_info(reply: Value) -> Option<LockInfo> {
+    let pairs = info_pairs(reply)?;
+    let fields: Vec<String> = pairs.iter().map(|(k, _)| text_of(k)).collect();
+    let get = |name: &str| info_field_of(&pairs, name);
+    let number =
+        |name: &str| int(get(name).unwrap_or_else(|| panic!("no field {name} in {pairs:?}")));
+    let mode = match get("mode") {
+        Some(Value::BulkString(b)) => String::from_utf8(b).unwrap(),
+        other => panic!("mode is not a bulk string: {other:?} in {pairs:?}"),
+    };
+    Some(LockInfo {
+        fields,
+        fence: number("fence"),
+        holders: number("holders"),
+        limit: get("limit").map(int),
+        mode,
+        ttl: number("ttl"),
+        waiters: number("waiters"),
+    })
+}
+
+/// Every field of the LOCK.INFO of `key`, or None when the lock is free.
+pub fn lock_info_of(con: &mut redis::Connection, key: &[u8]) -> Option<LockInfo> {
+    parse_lock_info(call(con, &[b"LOCK.INFO", key]))
+}
+
+/// The `INFO lock` section as (name, value) pairs.
+pub fn info_lock(con: &mut redis::Connection) -> Vec<(String, u64)> {
+    let text: String = redis::cmd("INFO").arg("lock").query(con).unwrap();
+    text.lines()
+        .filter_map(|l| l.split_once(':'))
+        .map(|(k, v)| (k.to_string(), v.trim().parse().unwrap()))
+        .collect()
+}
+
+/// One counter of `INFO lock` (`name` without the `lock_` prefix).
+pub fn info_lock_stat(con: &mut redis::Connection, name: &str) -> u64 {
+    info_lock(con)
+        .into_iter()
+        .find(|(k, _)| k == &format!("lock_{name}"))
+        .unwrap_or_else(|| panic!("no lock_{name} in INFO lock"))
+        .1
 }
 
 /// MIGRATE `keys` from `con`'s server to the server on `port` (database 0, 5 s timeout).
