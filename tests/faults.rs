@@ -1798,6 +1798,16 @@ const UNKNOWN_OPTIONS: [&[u8]; 10] = [
     b"\x00",
     b"T0KEN",
 ];
+const BAD_LIMITS: [&[u8]; 8] = [
+    b"0",
+    b"-1",
+    b"1000001",
+    b"x",
+    b"",
+    b"1.5",
+    b"4294967297",
+    b"+3",
+];
 const INTERNAL_WORDS: [&[u8]; 9] = [
     b"ghost",
     b"tok",
@@ -1968,8 +1978,53 @@ impl Argv {
         let bad_ttl = self.rng.pick(&BAD_TTLS).to_vec();
         let acquire =
             |rest: Vec<Vec<u8>>| [vec![b"LOCK.ACQUIRE".to_vec(), key.clone()], rest].concat();
-        match self.rng.below(20) {
+        match self.rng.below(24) {
             0 => vec![b"LOCK.ACQUIRE".to_vec()],
+            20 => {
+                // A bad LIMIT, with any other options.
+                let bad = self.rng.pick(&BAD_LIMITS).to_vec();
+                let mut args = acquire(vec![ttl, self.option("LIMIT"), bad]);
+                args.extend(self.options(Some(owner), context));
+                args
+            }
+            21 => {
+                // SHARED and LIMIT together, in either order.
+                let mut parts = vec![
+                    vec![self.option("SHARED")],
+                    vec![self.option("LIMIT"), b"3".to_vec()],
+                ];
+                if self.rng.chance(50) {
+                    parts.reverse();
+                }
+                let mut args = acquire(vec![ttl]);
+                args.extend(parts.concat());
+                args.extend(self.options(Some(owner), context));
+                args
+            }
+            22 => {
+                // SHARED twice, LIMIT twice, or LIMIT without its value.
+                let mut args = acquire(vec![ttl]);
+                args.extend(self.options(Some(owner), context));
+                match self.rng.below(3) {
+                    0 => args.extend([self.option("SHARED"), self.option("SHARED")]),
+                    1 => args.extend([
+                        self.option("LIMIT"),
+                        b"2".to_vec(),
+                        self.option("LIMIT"),
+                        b"2".to_vec(),
+                    ]),
+                    _ => args.push(self.option("LIMIT")),
+                }
+                args
+            }
+            23 => {
+                // The shared-holder effect, from an ordinary client.
+                let mut args = vec![b"LOCK.DROP".to_vec()];
+                for _ in 0..self.rng.below(4) {
+                    args.push(self.rng.pick(&INTERNAL_WORDS).to_vec());
+                }
+                args
+            }
             1 => acquire(vec![]),
             2 => {
                 let mut args = acquire(vec![bad_ttl]);
@@ -2026,8 +2081,8 @@ impl Argv {
                             self.rng.bytes(n)
                         }
                     };
-                    if !word.eq_ignore_ascii_case(b"TOKEN") && !word.eq_ignore_ascii_case(b"BLOCK")
-                    {
+                    let known = [&b"TOKEN"[..], b"BLOCK", b"SHARED", b"LIMIT"];
+                    if !known.iter().any(|k| word.eq_ignore_ascii_case(k)) {
                         break word;
                     }
                 };
