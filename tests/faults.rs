@@ -1989,7 +1989,7 @@ impl Argv {
             }
             21 => {
                 // SHARED and LIMIT together, in either order.
-                let mut parts = vec![
+                let mut parts = [
                     vec![self.option("SHARED")],
                     vec![self.option("LIMIT"), b"3".to_vec()],
                 ];

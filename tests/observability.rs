@@ -143,16 +143,7 @@ fn lock_events_are_keyspace_notifications_in_order() {
     call(&mut con, &[b"LOCK.RELEASE", b"k", b"b"]);
     let mut events = Vec::new();
     while let Some(reply) = sub.reply_within(Duration::from_millis(300)) {
-        let Value::Array(parts) = redis::parse_redis_value(&reply).unwrap() else {
-            continue;
-        };
-        if let (Some(Value::BulkString(channel)), Some(Value::BulkString(key))) =
-            (parts.get(2), parts.get(3))
-        {
-            let channel = String::from_utf8(channel.clone()).unwrap();
-            let event = channel.trim_start_matches("__keyevent@0__:").to_string();
-            events.push((event, String::from_utf8(key.clone()).unwrap()));
-        }
+        events.extend(keyevent(&reply));
     }
     let expected = [
         "lock.acquired",

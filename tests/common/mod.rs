@@ -731,6 +731,22 @@ pub fn info_field(con: &mut redis::Connection, section: &str, name: &str) -> Opt
         .find_map(|l| l.strip_prefix(&format!("{name}:")).map(str::to_string))
 }
 
+/// A keyspace notification on `__keyevent@0__:<event>` as (event, key), from the bytes of a
+/// pub/sub reply; None for another reply (such as the confirmation of a subscription).
+pub fn keyevent(reply: &[u8]) -> Option<(String, String)> {
+    let Value::Array(parts) = redis::parse_redis_value(reply).unwrap() else {
+        return None;
+    };
+    match (parts.get(2), parts.get(3)) {
+        (Some(Value::BulkString(channel)), Some(Value::BulkString(key))) => {
+            let channel = String::from_utf8(channel.clone()).unwrap();
+            let event = channel.trim_start_matches("__keyevent@0__:").to_string();
+            Some((event, String::from_utf8(key.clone()).unwrap()))
+        }
+        _ => None,
+    }
+}
+
 /// Wait up to 10 s for `cond`.
 pub fn wait_for(what: &str, mut cond: impl FnMut() -> bool) {
     let start = Instant::now();
