@@ -625,6 +625,17 @@ struct Granted {
     ttl_ms: i64,
     /// Requested after the replica's link was cut: never replicated.
     after_cut: bool,
+    /// A permit of a `LIMIT 1` lock (a shared hold) rather than an exclusive lock.
+    permit: bool,
+}
+
+/// ACQUIRE as `acquire_args` does, as a permit of a `LIMIT 1` lock when `permit`.
+fn acquire_args_as(key: &str, ttl_ms: u64, token: &str, permit: bool) -> Vec<Vec<u8>> {
+    let mut args = acquire_args(key, ttl_ms, token);
+    if permit {
+        args.extend([b"LIMIT".to_vec(), b"1".to_vec()]);
+    }
+    args
 }
 
 /// One client taking (and often releasing) locks from a pool of keys on `port` until
@@ -646,12 +657,15 @@ fn load_client(
         if stop.load(Ordering::SeqCst) || Instant::now() > until {
             break;
         }
-        let key = format!("{prefix}:{}", rng.below(256));
+        let slot = rng.below(256);
+        let key = format!("{prefix}:{slot}");
+        // Half the keys are LIMIT 1 locks, taken as permits (shared holds).
+        let permit = slot >= 128;
         let token = format!("{prefix}-{client}-{n}");
         let ttl_ms = rng.range(100, 600) as i64;
         let after_cut = cut.load(Ordering::SeqCst);
         let sent = now_us();
-        let args = acquire_args(&key, ttl_ms as u64, &token);
+        let args = acquire_args_as(&key, ttl_ms as u64, &token, permit);
         let Some(reply) = call_or_gone(&mut con, &refs(&args)) else {
             break;
         };
@@ -667,6 +681,7 @@ fn load_client(
             received,
             ttl_ms,
             after_cut,
+            permit,
         });
         if rng.chance(50) {
             let release = [b"LOCK.RELEASE", key.as_bytes(), token.as_bytes()];
@@ -692,13 +707,17 @@ fn acked_client(port: u16, prefix: &str, stop: &AtomicBool, cut: &AtomicBool) ->
         let key = format!("{prefix}:acked:{n}");
         let token = format!("acked-{n}");
         let ttl_ms = 1500;
+        // Every other grant is a shared hold: the permit of a LIMIT 1 lock.
+        let permit = n % 2 == 1;
         let sent = now_us();
-        let Some(reply) = call_or_gone(&mut con, &refs(&acquire_args(&key, ttl_ms, &token))) else {
+        let args = acquire_args_as(&key, ttl_ms, &token, permit);
+        let Some(reply) = call_or_gone(&mut con, &refs(&args)) else {
             break;
         };
         let received = now_us();
         let (_, fence) = grant(&reply).expect("a fresh key is free");
-        match call_or_gone(&mut con, &[b"WAIT", b"1", b"300"]) {
+        // A generous WAIT: on a loaded 2-core machine a replica can lag some 300 ms.
+        match call_or_gone(&mut con, &[b"WAIT", b"1", b"1000"]) {
             Some(Value::Int(n)) if n >= 1 => out.push(Granted {
                 key,
                 token,
@@ -707,6 +726,7 @@ fn acked_client(port: u16, prefix: &str, stop: &AtomicBool, cut: &AtomicBool) ->
                 received,
                 ttl_ms: ttl_ms as i64,
                 after_cut: false,
+                permit,
             }),
             Some(_) => {}
             None => break,
@@ -745,7 +765,10 @@ fn check_acked(
             let latest_end = g.received + clock_ahead_us + g.ttl_ms * 1000;
             let intruder = format!("intruder-{}", g.token);
             let sent = now_us();
-            let reply = call(con, &refs(&acquire_args(&g.key, 1000, &intruder)));
+            let reply = call(
+                con,
+                &refs(&acquire_args_as(&g.key, 1000, &intruder, g.permit)),
+            );
             match grant(&reply) {
                 Some((_, fence)) if sent < held_until - SLACK_US => {
                     violations.add(format!(
