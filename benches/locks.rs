@@ -70,18 +70,20 @@ struct Shas {
     hash_lock: String,
 }
 
+/// SCRIPT LOAD: the script's SHA.
+fn load_script(con: &mut redis::Connection, body: &str) -> String {
+    redis::cmd("SCRIPT")
+        .arg("LOAD")
+        .arg(body)
+        .query(con)
+        .unwrap()
+}
+
 fn load_scripts(con: &mut redis::Connection) -> Shas {
-    let load = |con: &mut redis::Connection, body: &str| -> String {
-        redis::cmd("SCRIPT")
-            .arg("LOAD")
-            .arg(body)
-            .query(con)
-            .unwrap()
-    };
     Shas {
-        release: load(con, LUA_RELEASE),
-        renew: load(con, LUA_RENEW),
-        hash_lock: load(con, LUA_HASH_LOCK),
+        release: load_script(con, LUA_RELEASE),
+        renew: load_script(con, LUA_RENEW),
+        hash_lock: load_script(con, LUA_HASH_LOCK),
     }
 }
 
@@ -543,11 +545,9 @@ fn rate(con: &mut redis::Connection, cmds: &[redis::Cmd], ok: fn(&Value) -> bool
     cmds.len() as f64 / start.elapsed().as_secs_f64()
 }
 
-fn now_ms() -> u64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .unwrap()
-        .as_millis() as u64
+/// Unix milliseconds, as the scripts' scores and the module's deadlines count them.
+fn now_ms() -> i64 {
+    now_us() / 1000
 }
 
 /// Shared holders: memory per holder and the cost of renewing one, or of taking and giving back
@@ -556,16 +556,9 @@ fn bench_shared(srv: &Server) {
     let n = scaled(10_000).max(2);
     let ops = scaled(20_000).max(PIPELINE);
     let mut con = srv.conn();
-    let load = |con: &mut redis::Connection, body: &str| -> String {
-        redis::cmd("SCRIPT")
-            .arg("LOAD")
-            .arg(body)
-            .query(con)
-            .unwrap()
-    };
     let (zacquire, zrenew) = (
-        load(&mut con, LUA_ZSET_ACQUIRE),
-        load(&mut con, LUA_ZSET_RENEW),
+        load_script(&mut con, LUA_ZSET_ACQUIRE),
+        load_script(&mut con, LUA_ZSET_RENEW),
     );
     let limit = (n + 1).to_string();
     // `holders` holders on `sem` of either kind.

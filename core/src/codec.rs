@@ -111,14 +111,6 @@ fn encode_holder(lock: &Lock, to: &mut impl ValueWriter) {
     to.unsigned(lock.fence());
 }
 
-/// The highest fence in a value (a loaded value raises the fence clock to it).
-pub fn highest_fence(value: &Held) -> u64 {
-    match value {
-        Held::Exclusive(lock) => lock.fence(),
-        Held::Shared(shared) => shared.holders().map(Lock::fence).max().unwrap_or(0),
-    }
-}
-
 /// The fence clock from aux data written in `version`.
 pub fn decode_clock(version: i32, from: &mut impl ValueReader) -> LockResult<u64> {
     match version {
@@ -229,7 +221,7 @@ mod tests {
             (s.limit(), s.len(), s.latest_deadline()),
             (Some(3), 2, Some(100))
         );
-        assert_eq!(highest_fence(&value.held()), 9);
+        assert_eq!(value.held().highest_fence(), 9);
         round_trip(value);
 
         let mut unlimited = vec![Field::Unsigned(1), Field::Unsigned(0), Field::Unsigned(1)];

@@ -345,16 +345,17 @@ impl<H: Copy + Eq + Hash> HandOff<H> {
 
     // ---- deferred work ------------------------------------------------------------------
 
-    /// A lock key left its database (`expired`: after its deadline, in this server's care).
-    /// True when the runner must be scheduled.
-    pub fn key_removed(&mut self, lock: LockId, expired: bool) -> bool {
+    /// A lock key left its database, with `expired` holders whose deadlines had passed in this
+    /// server's care (0: not an expiry; a shared lock's last holders may be several): one
+    /// expiry notice each. True when the runner must be scheduled.
+    pub fn key_removed(&mut self, lock: LockId, expired: usize) -> bool {
         let waited = self.has_waiters(&lock);
-        if !waited && !expired {
+        if !waited && expired == 0 {
             return false;
         }
-        if expired {
-            self.pending.expired.push(lock.clone());
-        }
+        self.pending
+            .expired
+            .extend(std::iter::repeat_n(lock.clone(), expired));
         if waited {
             self.pending.serve.insert(lock);
         }
@@ -531,10 +532,10 @@ mod tests {
     #[test]
     fn removed_keys_and_flushes_defer_serving_and_expiry_notices() {
         let mut h = HandOff::<u32>::new();
-        assert!(!h.key_removed(id("k"), false), "nobody waits, not expired");
-        assert!(h.key_removed(id("k"), true));
+        assert!(!h.key_removed(id("k"), 0), "nobody waits, not expired");
+        assert!(h.key_removed(id("k"), 1));
         assert!(
-            !h.key_removed(id("j"), true),
+            !h.key_removed(id("j"), 1),
             "the runner is already scheduled"
         );
         assert_eq!(h.take_expired(1), vec![]);

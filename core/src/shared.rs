@@ -382,6 +382,11 @@ impl SharedLock {
             .map(|p| self.holders[p as usize].deadline_ms)
     }
 
+    /// The highest fence of any holder, live or not.
+    pub fn highest_fence(&self) -> Option<u64> {
+        self.newest.top().map(|p| self.holders[p as usize].fence())
+    }
+
     /// The highest fence among live holders. Costs the number of expired holders with higher
     /// fences (times its logarithm).
     pub fn max_live_fence(&self, now_ms: i64) -> Option<u64> {

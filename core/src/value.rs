@@ -145,6 +145,15 @@ impl Held<'_> {
         }
     }
 
+    /// The highest fence of any holder, live or not (a loaded value raises the fence clock to
+    /// it).
+    pub fn highest_fence(&self) -> u64 {
+        match self {
+            Held::Exclusive(lock) => lock.fence(),
+            Held::Shared(shared) => shared.highest_fence().unwrap_or(0),
+        }
+    }
+
     /// The live holder with `token`: the condition of RENEW, RELEASE and retries.
     pub fn holder(&self, token: &Token, now_ms: i64) -> Option<&Lock> {
         let holder = match self {

@@ -727,7 +727,7 @@ impl Sim {
         if !expired && !self.h.anyone_waiting() {
             return;
         }
-        let got = self.h.key_removed(lock_of(lock), expired);
+        let got = self.h.key_removed(lock_of(lock), usize::from(expired));
         let waited = !self.queues[lock].is_empty();
         if expired {
             self.pending_expired.push(lock);

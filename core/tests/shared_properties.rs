@@ -18,7 +18,7 @@ use std::collections::{BTreeMap, HashMap, VecDeque};
 use proptest::collection::{btree_set, vec};
 use proptest::prelude::*;
 
-use lock_core::codec::{decode_value, encode_value, highest_fence, Field, Fields, CURRENT_VERSION};
+use lock_core::codec::{decode_value, encode_value, Field, Fields, CURRENT_VERSION};
 use lock_core::fence::MAX_FENCE;
 use lock_core::lock::Lock;
 use lock_core::queue::{LockId, Queues, Waiter};
@@ -1014,7 +1014,7 @@ proptest! {
             rebuilt.insert(Lock::new(&token(t), *d, *f).unwrap());
         }
         prop_assert_eq!(&back, &Value::Shared(Box::new(rebuilt)));
-        prop_assert_eq!(highest_fence(&back.held()), by_fence.last().unwrap().2);
+        prop_assert_eq!(back.held().highest_fence(), by_fence.last().unwrap().2);
         let Value::Shared(read) = &mut back else {
             panic!("not shared: {back:?}");
         };

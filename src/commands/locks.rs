@@ -10,7 +10,7 @@ use lock_core::lock::{self, Lock};
 use lock_core::queue::LockId;
 use lock_core::request::{parse_release, AcquireRequest, RenewRequest};
 use lock_core::token::Token;
-use lock_core::value::{decide, Acquire, Held, Value, Want};
+use lock_core::value::{decide, Acquire, Held, Want};
 use lock_core::{LockError, LockResult};
 
 use crate::commands::key_and_rest;
@@ -22,7 +22,7 @@ use crate::observe::notify;
 use crate::observe::stats::{count, STATS};
 use crate::server::answer::grant_reply;
 use crate::server::runner::Current;
-use crate::server::{blocked, fences, notices, runner, state};
+use crate::server::{blocked, notices, runner, state};
 
 /// LOCK.ACQUIRE key ttl [TOKEN token] [BLOCK timeout] [SHARED | LIMIT n]
 pub fn acquire(ctx: &Context, args: Vec<RedisString>) -> RedisResult {
@@ -57,15 +57,14 @@ pub fn acquire(ctx: &Context, args: Vec<RedisString>) -> RedisResult {
             Acquire::Grant => {
                 let token = request.token.map_or_else(Token::generate, Ok)?;
                 let fence = match request.want {
-                    Want::Exclusive => {
-                        let lock = Lock::new(&token, deadline, fences::grant_fence()?)?;
-                        let fence = lock.fence();
-                        lock_key.store(Value::Exclusive(Box::new(lock)))?;
-                        if let Some(Held::Exclusive(stored)) = lock_key.held()? {
-                            propagate::replicate_lock(ctx, key, stored);
-                        }
-                        fence
-                    }
+                    Want::Exclusive => runner::grant_exclusive(
+                        ctx,
+                        key,
+                        &mut lock_key,
+                        &token,
+                        deadline,
+                        Current::Free,
+                    )?,
                     Want::Shared { limit } => {
                         let fence = runner::grant_shared(
                             ctx,
@@ -77,7 +76,11 @@ pub fn acquire(ctx: &Context, args: Vec<RedisString>) -> RedisResult {
                             Current::Free,
                             now,
                         )?;
-                        runner::follow(&lock_id(ctx, key)?, &mut lock_key)?;
+                        let id = match id {
+                            Some(id) => id,
+                            None => lock_id(ctx, key)?,
+                        };
+                        runner::follow(&id, &mut lock_key)?;
                         fence
                     }
                 };

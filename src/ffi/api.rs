@@ -17,6 +17,21 @@ macro_rules! api {
 }
 pub(crate) use api;
 
+/// The bytes of a server string (a key name the server hands a callback), or None for null.
+///
+/// # Safety
+/// `s` is null or a live `RedisModuleString` that outlives `'a`.
+pub unsafe fn string_bytes<'a>(s: *const raw::RedisModuleString) -> Option<&'a [u8]> {
+    let bytes_of = unsafe { raw::RedisModule_StringPtrLen }?;
+    if s.is_null() {
+        return None;
+    }
+    let mut len = 0;
+    // SAFETY: `s` is a live string, as the caller promised.
+    let bytes = unsafe { bytes_of(s, &mut len) };
+    (!bytes.is_null()).then(|| unsafe { std::slice::from_raw_parts(bytes.cast::<u8>(), len) })
+}
+
 /// The database the context's client has selected.
 pub fn selected_db(ctx: &Context) -> LockResult<i32> {
     let selected = api!(RedisModule_GetSelectedDb)?;

@@ -6,6 +6,8 @@ use std::ffi::CString;
 use lock_core::codec::{ValueReader, ValueWriter};
 use redis_module::raw;
 
+use crate::ffi::api::string_bytes;
+
 /// The server's IO handle of one value or aux field being loaded or saved.
 pub struct Io(pub *mut raw::RedisModuleIO);
 
@@ -59,24 +61,14 @@ impl Io {
 
     /// The key whose value is being loaded, where the server says.
     pub fn lock_id(&self) -> Option<lock_core::queue::LockId> {
-        let (name_of, db_of, bytes_of) = unsafe {
+        let (name_of, db_of) = unsafe {
             (
                 raw::RedisModule_GetKeyNameFromIO?,
                 raw::RedisModule_GetDbIdFromIO?,
-                raw::RedisModule_StringPtrLen?,
             )
         };
         // SAFETY: the IO handle is live for this callback; so is the name it gives.
-        let name = unsafe { name_of(self.0) };
-        if name.is_null() {
-            return None;
-        }
-        let mut len = 0;
-        let bytes = unsafe { bytes_of(name, &mut len) };
-        if bytes.is_null() {
-            return None;
-        }
-        let key = unsafe { std::slice::from_raw_parts(bytes.cast::<u8>(), len) }.to_vec();
+        let key = unsafe { string_bytes(name_of(self.0)) }?.to_vec();
         let db = unsafe { db_of(self.0) };
         Some(lock_core::queue::LockId { db, key })
     }

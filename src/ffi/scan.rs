@@ -8,7 +8,7 @@ use lock_core::value::{self, Held};
 use lock_core::{LockError, LockResult};
 use redis_module::{raw, Context};
 
-use crate::ffi::api::api;
+use crate::ffi::api::{api, string_bytes};
 use crate::ffi::key::lock_type;
 
 /// A scan of one database; the server's cursor is freed when it is dropped.
@@ -79,12 +79,11 @@ unsafe extern "C" fn on_key(
     data: *mut c_void,
 ) {
     crate::ffi::guard::callback((), || {
-        let (Some(key_type), Some(type_of), Some(value_of), Some(bytes_of)) = (unsafe {
+        let (Some(key_type), Some(type_of), Some(value_of)) = (unsafe {
             (
                 raw::RedisModule_KeyType,
                 raw::RedisModule_ModuleTypeGetType,
                 raw::RedisModule_ModuleTypeGetValue,
-                raw::RedisModule_StringPtrLen,
             )
         }) else {
             return;
@@ -107,10 +106,8 @@ unsafe extern "C" fn on_key(
             return;
         };
         if (visit.wanted)(&held) {
-            let mut len = 0;
-            let bytes = unsafe { bytes_of(name, &mut len) };
-            if !bytes.is_null() {
-                let name = unsafe { std::slice::from_raw_parts(bytes.cast::<u8>(), len) };
+            // SAFETY: the server's name of the visited key, live for this visit.
+            if let Some(name) = unsafe { string_bytes(name) } {
                 visit.found.push(name.to_vec());
             }
         }

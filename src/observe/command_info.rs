@@ -72,6 +72,15 @@ const fn option(
     }
 }
 
+/// `[SHARED | LIMIT n]` of LOCK.ACQUIRE and of the LOCK.APPLY effect.
+const MODE: ArgDoc = one_of(
+    c"mode",
+    &[
+        option(c"shared", c"SHARED", PURE_TOKEN),
+        option(c"limit", c"LIMIT", INTEGER),
+    ],
+);
+
 const RW_UPDATE: u32 = raw::REDISMODULE_CMD_KEY_RW | raw::REDISMODULE_CMD_KEY_UPDATE;
 
 const DOCS: &[CommandDoc] = &[
@@ -87,13 +96,7 @@ const DOCS: &[CommandDoc] = &[
             arg(c"ttl", INTEGER),
             option(c"token", c"TOKEN", STRING),
             option(c"timeout", c"BLOCK", INTEGER),
-            one_of(
-                c"mode",
-                &[
-                    option(c"shared", c"SHARED", PURE_TOKEN),
-                    option(c"limit", c"LIMIT", INTEGER),
-                ],
-            ),
+            MODE,
         ],
     },
     CommandDoc {
@@ -135,13 +138,7 @@ const DOCS: &[CommandDoc] = &[
             arg(c"token", STRING),
             arg(c"deadline", UNIX_TIME),
             arg(c"fence", INTEGER),
-            one_of(
-                c"mode",
-                &[
-                    option(c"shared", c"SHARED", PURE_TOKEN),
-                    option(c"limit", c"LIMIT", INTEGER),
-                ],
-            ),
+            MODE,
         ],
     },
     CommandDoc {

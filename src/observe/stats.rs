@@ -32,7 +32,11 @@ pub static STATS: Stats = Stats {
 };
 
 pub fn count(counter: &AtomicU64) {
-    counter.fetch_add(1, Ordering::Relaxed);
+    count_by(counter, 1);
+}
+
+pub fn count_by(counter: &AtomicU64, n: usize) {
+    counter.fetch_add(u64::try_from(n).unwrap_or(u64::MAX), Ordering::Relaxed);
 }
 
 /// One lock value fewer (saturating: a count never wraps below zero).

@@ -14,7 +14,7 @@ use redis_module::{raw, Context, RedisError, RedisValue};
 use crate::ffi::block::{self, Blocked, Callbacks};
 use crate::ffi::guard;
 use crate::observe::stats::{count, STATS};
-use crate::server::answer::{grant_reply, unblock, unblock_with_error, BlockTimeout, Reply};
+use crate::server::answer::{grant_reply, unblock_with_error, BlockTimeout, Reply};
 use crate::server::{runner, state};
 
 const CALLBACKS: Callbacks = Callbacks {
@@ -139,11 +139,7 @@ fn leave(handle: Blocked) -> bool {
     let Ok(Some(left)) = state::with(|s| s.handoff.leave(handle)) else {
         return false;
     };
-    unblock(handle, left.waiter.serial, None);
-    runner::stop_deadline_timer(left.stop_deadline);
-    if left.serve {
-        runner::schedule_now();
-    }
+    runner::waiter_left(left, None);
     true
 }
 

@@ -19,6 +19,7 @@ use lock_core::value::{self, Held, Value};
 use redis_module::native_types::RedisType;
 use redis_module::raw;
 
+use crate::ffi::api::string_bytes;
 use crate::ffi::rdb::Io;
 use crate::ffi::{clock, guard, key, propagate};
 use crate::observe::config;
@@ -93,7 +94,7 @@ unsafe extern "C" fn rdb_load(rdb: *mut raw::RedisModuleIO, encver: c_int) -> *m
                 return std::ptr::null_mut();
             }
         };
-        let fence = codec::highest_fence(&value.held());
+        let fence = value.held().highest_fence();
         if !fences::fence_within_reach(fence) {
             if io.restoring_on_primary() {
                 // A crafted or foreign payload must not poison the fence clock (and through
@@ -239,26 +240,19 @@ unsafe extern "C" fn free(value: *mut c_void) {
 /// clients waiting for it are served once the server has finished.
 unsafe extern "C" fn unlink(ctx: *mut raw::RedisModuleKeyOptCtx, value: *const c_void) {
     guard::callback((), || {
-        let (Some(db_of), Some(name_of), Some(bytes_of)) = (unsafe {
+        let (Some(db_of), Some(name_of)) = (unsafe {
             (
                 raw::RedisModule_GetDbIdFromOptCtx,
                 raw::RedisModule_GetKeyNameFromOptCtx,
-                raw::RedisModule_StringPtrLen,
             )
         }) else {
             return;
         };
         // SAFETY: the server passes a live key context; the name outlives this call.
         let (db, name) = unsafe { (db_of(ctx), name_of(ctx)) };
-        if name.is_null() {
+        let Some(name) = (unsafe { string_bytes(name) }) else {
             return;
-        }
-        let mut len = 0;
-        let bytes = unsafe { bytes_of(name, &mut len) };
-        if bytes.is_null() {
-            return;
-        }
-        let name = unsafe { std::slice::from_raw_parts(bytes.cast::<u8>(), len) };
+        };
         let (replacing_live, serving_since) =
             state::with(|s| (s.replacing_live, s.serving_since_ms)).unwrap_or((false, i64::MAX));
         // Holders that expired in this server's care (a shared lock's last ones).

@@ -118,7 +118,7 @@ fn follow(ctx: &Context, key: &RedisString, restored: bool) -> LockResult<()> {
     let mut lock_key = LockKey::open(ctx, key, Mode::Write)?;
     if restored {
         if let Some(held) = lock_key.held()? {
-            fences::observe_fence_or_warn(ctx, lock_core::codec::highest_fence(&held));
+            fences::observe_fence_or_warn(ctx, held.highest_fence());
             // A restored shared lock's holders leave at their own deadlines, some maybe past.
             if held.holders_expire_first() {
                 runner::look_again(vec![lock_id(ctx, key)?]);

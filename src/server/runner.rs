@@ -1,9 +1,8 @@
 //! Running the hand-off machine's answers against the server: granting a freed lock, or a
 //! shared lock's room, to its first waiters (from RELEASE itself, from a timer at a holder's
-//! deadline, and, deferred
-//! to a 0 ms timer because the server is in the middle of deleting, after DEL, overwrite,
-//! FLUSHDB, FLUSHALL and SWAPDB), taking back grants whose reply never arrived, and the timers
-//! all of this runs on.
+//! deadline, and, deferred to a 0 ms timer because the server is in the middle of deleting,
+//! after DEL, overwrite, FLUSHDB, FLUSHALL and SWAPDB), pruning expired shared holders, taking
+//! back grants whose reply never arrived, and the timers all of this runs on.
 //!
 //! The grant is decided, stored and replicated where the lock is freed; the reply callback
 //! (`blocked.rs`) only delivers it. Timers and deferred work write only on a primary, and never
@@ -13,7 +12,7 @@
 use std::time::{Duration, Instant};
 
 use lock_core::effect::Effect;
-use lock_core::handoff::{Revoke, TimerChange};
+use lock_core::handoff::{Left, Revoke, TimerChange};
 use lock_core::lock::{self, Lock};
 use lock_core::queue::{LockId, Waiter};
 use lock_core::shared::SharedLock;
@@ -27,7 +26,7 @@ use crate::ffi::block::Blocked;
 use crate::ffi::key::{LockKey, Mode};
 use crate::ffi::{clock, cluster, guard, propagate, timer};
 use crate::observe::notify;
-use crate::observe::stats::{count, STATS};
+use crate::observe::stats::{count, count_by, STATS};
 use crate::server::answer::{unblock, unblock_with_error, BlockTimeout, Reply};
 use crate::server::{fences, notices, state};
 
@@ -101,15 +100,7 @@ fn grant_waiter(
 ) -> LockResult<()> {
     let deadline = lock::deadline(now, waiter.ttl_ms)?;
     let fence = match waiter.want {
-        Want::Exclusive => {
-            let lock = Lock::new(&waiter.token, deadline, fences::grant_fence()?)?;
-            let fence = lock.fence();
-            replacing(current, || lock_key.store(Value::Exclusive(Box::new(lock))))?;
-            if let Some(Held::Exclusive(stored)) = lock_key.held()? {
-                propagate::replicate_lock(ctx, key, stored);
-            }
-            fence
-        }
+        Want::Exclusive => grant_exclusive(ctx, key, lock_key, &waiter.token, deadline, current)?,
         Want::Shared { limit } => grant_shared(
             ctx,
             key,
@@ -135,6 +126,25 @@ fn grant_waiter(
         }),
     );
     Ok(())
+}
+
+/// A new exclusive lock for `token` until `deadline`, replacing what the key holds (free, or
+/// `current`). Replicated; its fence.
+pub fn grant_exclusive(
+    ctx: &Context,
+    key: &RedisString,
+    lock_key: &mut LockKey,
+    token: &Token,
+    deadline: i64,
+    current: Current,
+) -> LockResult<u64> {
+    let lock = Lock::new(token, deadline, fences::grant_fence()?)?;
+    let fence = lock.fence();
+    replacing(current, || lock_key.store(Value::Exclusive(Box::new(lock))))?;
+    if let Some(Held::Exclusive(stored)) = lock_key.held()? {
+        propagate::replicate_lock(ctx, key, stored);
+    }
+    Ok(fence)
 }
 
 /// A new shared holder with `token` until `deadline`: it joins the live shared lock under the
@@ -230,8 +240,9 @@ pub fn free_holder(
             token: token.as_bytes(),
         },
     );
+    let id = lock_id(ctx, key)?;
     let granted = if state::anyone_waiting() {
-        grant_to_head(ctx, key, lock_key, &lock_id(ctx, key)?, Current::Free)?
+        grant_to_head(ctx, key, lock_key, &id, Current::Free)?
     } else {
         0
     };
@@ -240,7 +251,7 @@ pub fn free_holder(
             lock_key.delete()?;
         } else {
             lock_key.follow_deadline()?;
-            follow(&lock_id(ctx, key)?, lock_key)?;
+            follow(&id, lock_key)?;
         }
     }
     Ok(())
@@ -394,6 +405,17 @@ fn on_deadline(ctx: &Context, id: LockId) {
     })
 }
 
+/// A waiter left its queue without a grant (timeout, disconnect, CLIENT UNBLOCK): it is
+/// answered with `reply` (None: no reply is due), the lock's timer goes if nobody waits any
+/// more, and the lock is served again if the waiter was first.
+pub fn waiter_left(left: Left<Blocked>, reply: Option<Reply>) {
+    unblock(left.waiter.handle, left.waiter.serial, reply);
+    stop_deadline_timer(left.stop_deadline);
+    if left.serve {
+        schedule_runner(0);
+    }
+}
+
 // ---- BLOCK timeouts -----------------------------------------------------------------------
 
 pub fn arm_timeout(timeout: BlockTimeout) {
@@ -425,11 +447,7 @@ fn on_block_timeout(_ctx: &Context, timeout: BlockTimeout) {
         }
         if let Ok(Some(left)) = state::with(|s| s.handoff.time_out(handle, timeout.serial)) {
             count(&STATS.timeouts);
-            unblock(handle, timeout.serial, Some(Reply::TimedOut));
-            stop_deadline_timer(left.stop_deadline);
-            if left.serve {
-                schedule_runner(0);
-            }
+            waiter_left(left, Some(Reply::TimedOut));
         }
     })
 }
@@ -440,9 +458,7 @@ fn on_block_timeout(_ctx: &Context, timeout: BlockTimeout) {
 /// an expiry notified, once the server has finished the deletion.
 /// `expired` is how many holders the key still had whose deadlines passed (0: not an expiry).
 pub fn key_removed(db: i32, key: &[u8], expired: usize) {
-    for _ in 0..expired {
-        count(&STATS.expired);
-    }
+    count_by(&STATS.expired, expired);
     // Runs for every deleted or replaced lock (each RELEASE): no work when nobody waits.
     if expired == 0 && !state::anyone_waiting() {
         return;
@@ -451,14 +467,7 @@ pub fn key_removed(db: i32, key: &[u8], expired: usize) {
         db,
         key: key.to_vec(),
     };
-    let schedule = state::with(|s| {
-        let mut schedule = s.handoff.key_removed(id.clone(), expired > 0);
-        for _ in 1..expired {
-            schedule |= s.handoff.key_removed(id.clone(), true);
-        }
-        schedule
-    });
-    if schedule == Ok(true) {
+    if state::with(|s| s.handoff.key_removed(id, expired)) == Ok(true) {
         schedule_runner(0);
     }
 }
@@ -483,11 +492,6 @@ pub fn reply_freed(lock: LockId, token: Token, fence: u64, delivered: bool) {
     if state::with(|s| s.handoff.reply_freed(lock, token, fence, delivered)) == Ok(true) {
         schedule_runner(0);
     }
-}
-
-/// The hand-off machine asked for the runner (`Left::serve`): right after the current event.
-pub fn schedule_now() {
-    schedule_runner(0);
 }
 
 fn schedule_runner(delay_ms: u64) {
