@@ -102,7 +102,7 @@ const NO_KEY: [c_int; 3] = [0, 0, 0];
 
 #[cfg(not(test))]
 fn create_commands(ctx: &Context) -> bool {
-    let commands: [CommandEntry; 7] = [
+    let commands: [CommandEntry; 8] = [
         (
             c"lock.acquire",
             entry!(locks::acquire),
@@ -112,6 +112,8 @@ fn create_commands(ctx: &Context) -> bool {
         (c"lock.renew", entry!(locks::renew), c"write fast", KEY),
         (c"lock.release", entry!(locks::release), c"write fast", KEY),
         (c"lock.info", entry!(locks::info), c"readonly fast", KEY),
+        // Not fast: it lists every holder of a shared lock.
+        (c"lock.holders", entry!(locks::holders), c"readonly", KEY),
         (
             c"lock.apply",
             entry!(effects::apply),

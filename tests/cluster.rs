@@ -108,6 +108,34 @@ fn restore_future_lock(con: &mut redis::Connection, key: &str) -> i64 {
     fence
 }
 
+/// A labeled shared lock in the slot of `key` (two holders, one labeled); its key.
+fn labeled_lock_beside(con: &mut redis::Connection, key: &str) -> String {
+    let labeled = format!("{{{key}}}:labeled");
+    for options in [&[&b"META"[..], b"10.0.0.7:80"][..], &[]] {
+        let mut args: Vec<&[u8]> = vec![b"LOCK.ACQUIRE", labeled.as_bytes(), b"60000", b"SHARED"];
+        args.extend(options);
+        assert!(grant(&call(con, &args)).is_some());
+    }
+    labeled
+}
+
+/// The labeled lock arrived whole: both holders, the first with its label.
+fn check_moved_label(node: &Server, labeled: &str) {
+    let mut con = node.conn();
+    let reply = call(&mut con, &[b"LOCK.HOLDERS", labeled.as_bytes()]);
+    let Value::Array(entries) = reply else {
+        panic!("{labeled}: {reply:?}")
+    };
+    let metas: Vec<Option<Value>> = entries
+        .into_iter()
+        .map(|e| info_field_of(&info_pairs(e).unwrap(), "meta"))
+        .collect();
+    assert_eq!(
+        metas,
+        [Some(Value::BulkString(b"10.0.0.7:80".to_vec())), None]
+    );
+}
+
 /// After the move: the owner renews and releases on the new shard, and a new grant there
 /// has a higher fence than the moved lock.
 fn check_moved_lock(node: &Server, key: &str, token: &str, fence: i64) {
@@ -135,10 +163,11 @@ fn a_held_lock_moved_by_migrate_keeps_token_deadline_and_fence() {
     let (source, target) = (&cluster.nodes[0], &cluster.nodes[1]);
     let mut src = source.conn();
     let fence = restore_future_lock(&mut src, &key);
+    let labeled = labeled_lock_beside(&mut src, &key);
     let mut blocked = blocked_client(source, &key, 10_000, "waiter", 0);
     wait_for("the waiter to queue", || waiters(&mut src, &key) == 1);
     cluster.start_moving(slot, 0, 1);
-    let reply = migrate(&mut src, target.port, &[key.as_bytes()]);
+    let reply = migrate(&mut src, target.port, &[key.as_bytes(), labeled.as_bytes()]);
     let port = target.port;
     assert_eq!(reply, Value::Okay);
     // The waiter is told to retry, which the cluster redirects to the new owner.
@@ -154,6 +183,7 @@ fn a_held_lock_moved_by_migrate_keeps_token_deadline_and_fence() {
     assert_eq!(int(call(&mut src, &[b"DBSIZE"])), 0);
     assert_eq!(cluster.owner(slot), 1);
     check_moved_lock(target, &key, "owner", fence);
+    check_moved_label(target, &labeled);
     assert_source_left_alone(&mut src);
 }
 
@@ -167,6 +197,7 @@ fn a_held_lock_moved_by_cluster_migrateslots_keeps_token_deadline_and_fence() {
     let (key, slot) = key_on_first_node(&cluster);
     let mut src = cluster.nodes[0].conn();
     let fence = restore_future_lock(&mut src, &key);
+    let labeled = labeled_lock_beside(&mut src, &key);
     let mut blocked = blocked_client(&cluster.nodes[0], &key, 10_000, "waiter", 0);
     wait_for("the waiter to queue", || waiters(&mut src, &key) == 1);
     cluster.migrate_slot(slot, 0, 1);
@@ -177,4 +208,5 @@ fn a_held_lock_moved_by_cluster_migrateslots_keeps_token_deadline_and_fence() {
     });
     std::thread::sleep(Duration::from_millis(100));
     check_moved_lock(&cluster.nodes[1], &key, "owner", fence);
+    check_moved_label(&cluster.nodes[1], &labeled);
 }

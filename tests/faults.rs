@@ -1680,7 +1680,31 @@ fn mutated_restore_payloads_never_crash_the_server_and_load_only_as_locks() {
         );
         bodies.push(body.to_vec());
     }
-    let highest = fence_of(&mut con, b"source:limit").unwrap();
+    // Labeled locks (the kinds 2 and 3 of encoding 2), which end with their labels: only
+    // randomly mutated, below.
+    let mut labeled = Vec::new();
+    let labeled_sources: [&[&[u8]]; 3] = [
+        &[b"META", b"10.0.0.7:8080"],
+        &[b"LIMIT", b"3", b"META", b""],
+        &[b"LIMIT", b"3", b"TOKEN", b"second"],
+    ];
+    for (i, options) in labeled_sources.iter().enumerate() {
+        let key: &[u8] = if i == 0 {
+            b"source:labeled"
+        } else {
+            b"source:labeled-limit"
+        };
+        let mut args: Vec<&[u8]> = vec![b"LOCK.ACQUIRE", key, b"600000"];
+        args.extend(options.iter());
+        grant(&call(&mut con, &args)).unwrap();
+    }
+    for key in [&b"source:labeled"[..], b"source:labeled-limit"] {
+        let Value::BulkString(dump) = call(&mut con, &[b"DUMP", key]) else {
+            panic!("no dump of {key:?}")
+        };
+        labeled.push(dump[..dump.len() - 10].to_vec());
+    }
+    let highest = fence_of(&mut con, b"source:labeled-limit").unwrap();
     let mut run = Restores {
         con,
         version,
@@ -1712,7 +1736,8 @@ fn mutated_restore_payloads_never_crash_the_server_and_load_only_as_locks() {
         }
     }
     for _ in 0..scaled(50_000) {
-        let (body, kind) = mutate(&mut rng, &bodies);
+        let pool = if rng.chance(25) { &labeled } else { &bodies };
+        let (body, kind) = mutate(&mut rng, pool);
         run.restore(&body, kind);
     }
     srv.assert_alive();
@@ -1809,6 +1834,10 @@ enum Expect {
     /// LOCK.INFO of a play key: null or the fence of its last grant.
     InfoOf(usize),
     InfoFence(i64),
+    /// LOCK.HOLDERS of a play key: null or one holder, with the fence of its last grant.
+    HoldersOf(usize),
+    /// LOCK.HOLDERS of a sentinel: one holder with this fence.
+    HoldersFence(i64),
 }
 
 const VALID_TTLS: [&[u8]; 9] = [
@@ -1986,10 +2015,28 @@ impl Argv {
         parts.concat()
     }
 
+    /// `EPHEMERAL` and `META value` or neither, in random order and case; whether EPHEMERAL
+    /// is among them.
+    fn hold_options(&mut self) -> (Vec<Vec<u8>>, bool) {
+        let mut parts: Vec<Vec<Vec<u8>>> = Vec::new();
+        let ephemeral = self.rng.chance(20);
+        if ephemeral {
+            parts.push(vec![self.option("EPHEMERAL")]);
+        }
+        if self.rng.chance(20) {
+            let n = *self.rng.pick(&[0usize, 1, 13, 1024]);
+            parts.push(vec![self.option("META"), self.rng.bytes(n)]);
+        }
+        if self.rng.chance(50) {
+            parts.reverse();
+        }
+        (parts.concat(), ephemeral)
+    }
+
     /// A well-formed call and what it must answer.
     fn well_formed(&mut self, context: Context) -> (Vec<Vec<u8>>, Expect) {
         let mut target = self.target();
-        let command = self.rng.below(4);
+        let command = self.rng.below(5);
         if command == 0 && matches!(target, Target::Ghost) {
             target = Target::Play(0); // an ACQUIRE would create the ghost
         }
@@ -2000,7 +2047,12 @@ impl Argv {
                 let token = self.rng.chance(70).then(|| self.token_for(target));
                 let mut args = vec![b"LOCK.ACQUIRE".to_vec(), key, ttl];
                 args.extend(self.options(token.clone(), context));
+                let (hold, ephemeral) = self.hold_options();
+                args.extend(hold);
+                let in_script = matches!(context, Context::Eval | Context::Fcall);
                 let expect = match target {
+                    // A script cannot bind a hold to a connection: refused, whatever the key.
+                    _ if ephemeral && in_script => Expect::Error,
                     Target::Play(i) => Expect::Grant(i, token),
                     Target::Sentinel(_) => Expect::Null,
                     Target::Plain => Expect::WrongType,
@@ -2021,6 +2073,15 @@ impl Argv {
                     Target::Plain => Expect::WrongType,
                 };
                 (args, expect)
+            }
+            4 => {
+                let expect = match target {
+                    Target::Play(i) => Expect::HoldersOf(i),
+                    Target::Sentinel(i) => Expect::HoldersFence(self.sentinels[i].1),
+                    Target::Ghost => Expect::Null,
+                    Target::Plain => Expect::WrongType,
+                };
+                (vec![b"LOCK.HOLDERS".to_vec(), key], expect)
             }
             _ => {
                 let expect = match target {
@@ -2046,8 +2107,38 @@ impl Argv {
         let bad_ttl = self.rng.pick(&BAD_TTLS).to_vec();
         let acquire =
             |rest: Vec<Vec<u8>>| [vec![b"LOCK.ACQUIRE".to_vec(), key.clone()], rest].concat();
-        match self.rng.below(24) {
+        match self.rng.below(27) {
             0 => vec![b"LOCK.ACQUIRE".to_vec()],
+            24 => {
+                // A label over 1024 bytes, or META without its value.
+                let mut args = acquire(vec![ttl]);
+                args.extend(self.options(Some(owner), context));
+                args.push(self.option("META"));
+                if self.rng.chance(50) {
+                    args.push(vec![b'm'; 1025 + self.rng.below(100) as usize]);
+                }
+                args
+            }
+            25 => {
+                // EPHEMERAL twice, or META twice.
+                let mut args = acquire(vec![ttl]);
+                args.extend(self.options(Some(owner), context));
+                if self.rng.chance(50) {
+                    args.extend([self.option("EPHEMERAL"), self.option("EPHEMERAL")]);
+                } else {
+                    let meta = self.option("META");
+                    args.extend([meta.clone(), b"a".to_vec(), meta, b"b".to_vec()]);
+                }
+                args
+            }
+            26 => {
+                // LOCK.HOLDERS without its key, or with more.
+                let mut args = vec![b"LOCK.HOLDERS".to_vec()];
+                if self.rng.chance(50) {
+                    args.extend([key, owner]);
+                }
+                args
+            }
             20 => {
                 // A bad LIMIT, with any other options.
                 let bad = self.rng.pick(&BAD_LIMITS).to_vec();
@@ -2149,7 +2240,14 @@ impl Argv {
                             self.rng.bytes(n)
                         }
                     };
-                    let known = [&b"TOKEN"[..], b"BLOCK", b"SHARED", b"LIMIT"];
+                    let known = [
+                        &b"TOKEN"[..],
+                        b"BLOCK",
+                        b"SHARED",
+                        b"LIMIT",
+                        b"EPHEMERAL",
+                        b"META",
+                    ];
                     if !known.iter().any(|k| word.eq_ignore_ascii_case(k)) {
                         break word;
                     }
@@ -2233,6 +2331,14 @@ impl Argv {
             (Expect::Zero, Ok(Value::Int(0))) => true,
             (Expect::ZeroOrOne, Ok(Value::Int(0 | 1))) => true,
             (Expect::InfoFence(f), Ok(v)) => info_reply(v.clone()).map(|i| i.0) == Some(*f),
+            (Expect::HoldersOf(_), Ok(Value::Nil)) => true,
+            (Expect::HoldersOf(i), Ok(Value::Array(entries))) => {
+                let last = self.last[*i].as_ref().map(|l| l.1);
+                entries.len() == 1 && holder_fence(&entries[0]).is_some_and(|f| Some(f) == last)
+            }
+            (Expect::HoldersFence(f), Ok(Value::Array(entries))) => {
+                entries.len() == 1 && holder_fence(&entries[0]) == Some(*f)
+            }
             (Expect::InfoOf(i), Ok(v)) => {
                 let fence = info_reply(v.clone()).map(|i| i.0);
                 fence.is_none() || fence == self.last[*i].as_ref().map(|l| l.1)
@@ -2274,6 +2380,15 @@ impl Argv {
         self.highest = self.highest.max(fence);
         self.last[i] = Some((token.to_vec(), fence));
         token_ok && fence_ok
+    }
+}
+
+/// The fence of one LOCK.HOLDERS entry (RESP2 flat array or RESP3 map).
+fn holder_fence(entry: &Value) -> Option<i64> {
+    let pairs = info_pairs(entry.clone())?;
+    match info_field_of(&pairs, "fence")? {
+        Value::Int(fence) => Some(fence),
+        _ => None,
     }
 }
 

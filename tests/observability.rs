@@ -38,7 +38,10 @@ fn info_lock_counts_every_kind_of_event() {
             "lock_released",
             "lock_expired",
             "lock_handed_off",
-            "lock_timeouts"
+            "lock_timeouts",
+            "lock_ephemeral_holds",
+            "lock_ephemeral_connections",
+            "lock_closed_releases"
         ]
     );
     assert!(info_lock(&mut con).iter().all(|(_, v)| *v == 0));

@@ -85,7 +85,7 @@ fn command_docs_and_key_specs() {
     for word in ["oneof", "pure-token", "SHARED", "LIMIT", "limit"] {
         assert!(docs.contains(word), "{word} missing from {docs}");
     }
-    for cmd in ["lock.renew", "lock.release", "lock.info"] {
+    for cmd in ["lock.renew", "lock.release", "lock.info", "lock.holders"] {
         let docs = format!(
             "{:?}",
             call(&mut con, &[b"COMMAND", b"DOCS", cmd.as_bytes()])
@@ -326,7 +326,10 @@ fn acl_categories_sort_the_commands() {
             "lock.renew"
         ])
     );
-    assert_eq!(category(&mut admin, "read"), list(&["lock.info"]));
+    assert_eq!(
+        category(&mut admin, "read"),
+        list(&["lock.holders", "lock.info"])
+    );
     assert_eq!(category(&mut admin, "blocking"), list(&["lock.acquire"]));
     assert_eq!(
         category(&mut admin, "fast"),
@@ -334,7 +337,13 @@ fn acl_categories_sort_the_commands() {
     );
     assert_eq!(
         category(&mut admin, "lock"),
-        list(&["lock.acquire", "lock.info", "lock.release", "lock.renew"])
+        list(&[
+            "lock.acquire",
+            "lock.holders",
+            "lock.info",
+            "lock.release",
+            "lock.renew"
+        ])
     );
     acquire(&mut admin, "k", 60_000, "admin").unwrap();
     let user = |name: &str, rules: &[&str]| {

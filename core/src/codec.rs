@@ -11,11 +11,18 @@
 //!     then each holder's token, deadline and fence, in grant order.
 //!
 //!   Aux data as in version 1.
+//!
+//!   Since 0.3 (labels, `META`), two more kinds, written only for labeled locks, so every other
+//!   lock is written as 0.2 wrote it and an 0.2 server still loads files without labels:
+//!   - 2, exclusive with a label: token, deadline, fence, then the label (string);
+//!   - 3, shared with labels: as kind 1, with after each holder whether it has a label
+//!     (unsigned, 0 or 1) and then the label.
 
 use std::collections::VecDeque;
 
 use crate::error::{LockError, LockResult};
 use crate::lock::Lock;
+use crate::meta::Meta;
 use crate::shared::{SharedLock, MAX_LIMIT};
 use crate::token::Token;
 use crate::value::{Held, Value};
@@ -25,6 +32,8 @@ pub const CURRENT_VERSION: i32 = 2;
 
 const EXCLUSIVE: u64 = 0;
 const SHARED: u64 = 1;
+const EXCLUSIVE_LABELED: u64 = 2;
+const SHARED_LABELED: u64 = 3;
 
 /// Reads the fields of one value, in order; None when the data ends or is unreadable.
 pub trait ValueReader {
@@ -46,14 +55,19 @@ pub fn decode_value(version: i32, from: &mut impl ValueReader) -> LockResult<Val
         1 => Ok(Value::Exclusive(Box::new(decode_holder(from)?))),
         2 => match from.unsigned().ok_or(LockError::BadEncoding("kind"))? {
             EXCLUSIVE => Ok(Value::Exclusive(Box::new(decode_holder(from)?))),
-            SHARED => decode_shared(from),
-            _ => Err(LockError::BadEncoding("kind (not 0 or 1)")),
+            SHARED => decode_shared(from, false),
+            EXCLUSIVE_LABELED => {
+                let lock = decode_holder(from)?;
+                Ok(Value::exclusive(lock, Some(decode_meta(from)?)))
+            }
+            SHARED_LABELED => decode_shared(from, true),
+            _ => Err(LockError::BadEncoding("kind (not 0 to 3)")),
         },
         _ => Err(LockError::UnknownEncoding(version)),
     }
 }
 
-fn decode_shared(from: &mut impl ValueReader) -> LockResult<Value> {
+fn decode_shared(from: &mut impl ValueReader, labeled: bool) -> LockResult<Value> {
     let limit = match from.unsigned().ok_or(LockError::BadEncoding("limit"))? {
         0 => None,
         n => Some(
@@ -70,9 +84,23 @@ fn decode_shared(from: &mut impl ValueReader) -> LockResult<Value> {
     let mut shared = SharedLock::new(limit);
     // Read one by one: a corrupt count ends with the data, never allocates ahead.
     for _ in 0..count {
-        shared.upsert(decode_holder(from)?);
+        let holder = decode_holder(from)?;
+        let meta = match labeled {
+            false => None,
+            true => match from.unsigned() {
+                Some(0) => None,
+                Some(1) => Some(decode_meta(from)?),
+                _ => return Err(LockError::BadEncoding("label flag")),
+            },
+        };
+        shared.upsert(holder, meta);
     }
     Ok(Value::Shared(Box::new(shared)))
+}
+
+fn decode_meta(from: &mut impl ValueReader) -> LockResult<Meta> {
+    let meta = from.bytes().ok_or(LockError::BadEncoding("label"))?;
+    Meta::parse(&meta).map_err(|_| LockError::BadEncoding("label (over 1024 bytes)"))
 }
 
 /// A holder as every version writes it: token, deadline, fence.
@@ -89,16 +117,28 @@ fn decode_holder(from: &mut impl ValueReader) -> LockResult<Lock> {
 /// A lock value in `CURRENT_VERSION`.
 pub fn encode_value(value: &Held, to: &mut impl ValueWriter) {
     match value {
-        Held::Exclusive(lock) => {
+        Held::Exclusive(lock, None) => {
             to.unsigned(EXCLUSIVE);
             encode_holder(lock, to);
         }
+        Held::Exclusive(lock, Some(meta)) => {
+            to.unsigned(EXCLUSIVE_LABELED);
+            encode_holder(lock, to);
+            to.bytes(meta.as_bytes());
+        }
         Held::Shared(shared) => {
-            to.unsigned(SHARED);
+            let labeled = shared.labeled();
+            to.unsigned(if labeled { SHARED_LABELED } else { SHARED });
             to.unsigned(shared.limit().map_or(0, u64::from));
             to.unsigned(shared.len() as u64);
-            for holder in shared.holders() {
+            for (holder, meta) in shared.entries() {
                 encode_holder(holder, to);
+                if labeled {
+                    to.unsigned(u64::from(meta.is_some()));
+                    if let Some(meta) = meta {
+                        to.bytes(meta.as_bytes());
+                    }
+                }
             }
         }
     }
@@ -232,6 +272,48 @@ mod tests {
     }
 
     #[test]
+    fn labeled_locks_use_kinds_2_and_3_and_others_stay_as_0_2_wrote_them() {
+        let meta = |m: &str| Meta::parse(m.as_bytes()).unwrap();
+        let mut exclusive = vec![Field::Unsigned(2)];
+        exclusive.extend(holder_fields("w", 5, 6));
+        exclusive.push(Field::Bytes(b"10.0.0.7:80".to_vec()));
+        let mut value = decode_value(2, &mut fields(exclusive.clone())).unwrap();
+        assert_eq!(
+            value.held().meta(&Token::parse(b"w").unwrap(), 0),
+            Some(&meta("10.0.0.7:80"))
+        );
+        let mut written = Fields::default();
+        encode_value(&value.held(), &mut written);
+        assert_eq!(written, fields(exclusive));
+
+        let mut shared = vec![Field::Unsigned(3), Field::Unsigned(0), Field::Unsigned(2)];
+        shared.extend(holder_fields("a", 100, 7));
+        shared.push(Field::Unsigned(0));
+        shared.extend(holder_fields("b", 50, 9));
+        shared.push(Field::Unsigned(1));
+        shared.push(Field::Bytes(vec![]));
+        let mut value = decode_value(2, &mut fields(shared.clone())).unwrap();
+        let Held::Shared(s) = value.held() else {
+            panic!("{value:?}")
+        };
+        assert_eq!(s.meta(&Token::parse(b"b").unwrap()), Some(&meta("")));
+        assert_eq!(s.meta(&Token::parse(b"a").unwrap()), None);
+        let mut written = Fields::default();
+        encode_value(&value.held(), &mut written);
+        assert_eq!(written, fields(shared));
+
+        // A shared lock whose labels are all gone is written as kind 1 again.
+        let Held::Shared(s) = value.held() else {
+            panic!("{value:?}")
+        };
+        s.set_meta(&Token::parse(b"b").unwrap(), None);
+        let mut written = Fields::default();
+        encode_value(&value.held(), &mut written);
+        assert_eq!(written.0.front(), Some(&Field::Unsigned(1)));
+        round_trip(value);
+    }
+
+    #[test]
     fn bad_values_and_unknown_versions_are_refused() {
         let token = || Field::Bytes(b"t".to_vec());
         let cases = [
@@ -281,6 +363,37 @@ mod tests {
                     Field::Unsigned(1),
                     Field::Unsigned(0),
                     Field::Unsigned(u64::MAX),
+                    token(),
+                    Field::Signed(1),
+                    Field::Unsigned(1),
+                ],
+            ),
+            (
+                2,
+                vec![
+                    Field::Unsigned(2),
+                    token(),
+                    Field::Signed(1),
+                    Field::Unsigned(1),
+                    Field::Bytes(vec![0; 1025]),
+                ],
+            ),
+            (
+                2,
+                vec![
+                    Field::Unsigned(3),
+                    Field::Unsigned(0),
+                    Field::Unsigned(1),
+                    token(),
+                    Field::Signed(1),
+                    Field::Unsigned(1),
+                    Field::Unsigned(2),
+                ],
+            ),
+            (
+                2,
+                vec![
+                    Field::Unsigned(4),
                     token(),
                     Field::Signed(1),
                     Field::Unsigned(1),

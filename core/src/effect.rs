@@ -13,12 +13,14 @@
 //!   holder as stored, added or replaced by token.
 //! - `LOCK.DROP key token` (since 0.2): one shared holder left (released, expired, taken back);
 //!   the key goes with the last.
+//! - Any `LOCK.APPLY` form followed by `META label` (since 0.3): the hold with its label.
 
 use std::ffi::CStr;
 
 use crate::compact::INLINE_TEXT_MAX;
 use crate::error::{shown, LockError, LockResult};
 use crate::lock::Lock;
+use crate::meta::Meta;
 use crate::request::parse_i64;
 use crate::token::Token;
 use crate::value::Want;
@@ -31,18 +33,21 @@ pub const RELEASE_COMMAND: &CStr = c"DEL";
 /// One effect, ready to be sent: the key, if any, is the module's to add.
 #[derive(Debug, PartialEq, Eq)]
 pub enum Effect<'a> {
-    /// `LOCK.APPLY key token deadline fence`.
+    /// `LOCK.APPLY key token deadline fence [META label]`.
     Apply {
         token: &'a [u8],
         deadline_ms: i64,
         fence: i64,
+        meta: Option<&'a [u8]>,
     },
-    /// `LOCK.APPLY key token deadline fence SHARED` (limit None) or `... LIMIT n`.
+    /// `LOCK.APPLY key token deadline fence SHARED` (limit None) or `... LIMIT n`, then
+    /// `[META label]`.
     Share {
         token: &'a [u8],
         deadline_ms: i64,
         fence: i64,
         limit: Option<i64>,
+        meta: Option<&'a [u8]>,
     },
     /// `DEL key`.
     Release,
@@ -53,23 +58,36 @@ pub enum Effect<'a> {
 }
 
 impl<'a> Effect<'a> {
-    /// The effect that recreates `lock` exactly; `buf` spells a compactly stored token.
-    pub fn apply(lock: &'a Lock, buf: &'a mut [u8; INLINE_TEXT_MAX]) -> Self {
+    /// The effect that recreates `lock` with its label exactly; `buf` spells a compactly
+    /// stored token.
+    pub fn apply(
+        lock: &'a Lock,
+        meta: Option<&'a Meta>,
+        buf: &'a mut [u8; INLINE_TEXT_MAX],
+    ) -> Self {
         Effect::Apply {
             deadline_ms: lock.deadline_ms,
             // Below 2^62 by construction of `Lock`.
             fence: lock.fence() as i64,
             token: lock.token(buf),
+            meta: meta.map(Meta::as_bytes),
         }
     }
 
-    /// The effect that adds or replaces the shared `holder` of a lock with `limit`.
-    pub fn share(holder: &'a Lock, limit: Option<u32>, buf: &'a mut [u8; INLINE_TEXT_MAX]) -> Self {
+    /// The effect that adds or replaces the shared `holder` (with its label) of a lock with
+    /// `limit`.
+    pub fn share(
+        holder: &'a Lock,
+        limit: Option<u32>,
+        meta: Option<&'a Meta>,
+        buf: &'a mut [u8; INLINE_TEXT_MAX],
+    ) -> Self {
         Effect::Share {
             deadline_ms: holder.deadline_ms,
             fence: holder.fence() as i64,
             limit: limit.map(i64::from),
             token: holder.token(buf),
+            meta: meta.map(Meta::as_bytes),
         }
     }
 
@@ -98,6 +116,7 @@ pub struct Applied {
     pub fence: u64,
     /// Exclusive, or a shared holder and the lock's limit.
     pub want: Want,
+    pub meta: Option<Meta>,
 }
 
 impl Applied {
@@ -112,15 +131,20 @@ pub fn parse_apply(args: &[&[u8]]) -> LockResult<Applied> {
         [token, deadline, fence, kind @ ..] => ((token, deadline, fence), kind),
         _ => return Err(LockError::WrongArity("lock.apply")),
     };
-    let want = match kind {
-        [] => Want::Exclusive,
-        [shared] if shared.eq_ignore_ascii_case(b"SHARED") => Want::Shared { limit: None },
-        [limit, n] if limit.eq_ignore_ascii_case(b"LIMIT") => {
-            let n = effect_number("limit", n)?;
-            Want::Shared {
-                limit: Some(u32::try_from(n).map_err(|_| LockError::LimitInvalid(shown(args[4])))?),
-            }
+    let (want, label) = match kind {
+        [shared, label @ ..] if shared.eq_ignore_ascii_case(b"SHARED") => {
+            (Want::Shared { limit: None }, label)
         }
+        [limit, n, label @ ..] if limit.eq_ignore_ascii_case(b"LIMIT") => {
+            let n = effect_number("limit", n)?;
+            let n = u32::try_from(n).map_err(|_| LockError::LimitInvalid(shown(args[4])))?;
+            (Want::Shared { limit: Some(n) }, label)
+        }
+        label => (Want::Exclusive, label),
+    };
+    let meta = match label {
+        [] => None,
+        [meta, value] if meta.eq_ignore_ascii_case(b"META") => Some(Meta::parse(value)?),
         _ => return Err(LockError::WrongArity("lock.apply")),
     };
     let (token, deadline, fence) = holder;
@@ -129,6 +153,7 @@ pub fn parse_apply(args: &[&[u8]]) -> LockResult<Applied> {
         deadline_ms: effect_number("deadline", deadline)?,
         fence: effect_number("fence", fence)?.unsigned_abs(),
         want,
+        meta,
     })
 }
 
@@ -181,12 +206,13 @@ mod tests {
         let token = Token::parse(b"123e4567-e89b-12d3-a456-426614174000").unwrap();
         let lock = Lock::new(&token, 1_700_000_000_000, 42).unwrap();
         let mut buf = [0u8; INLINE_TEXT_MAX];
-        let effect = Effect::apply(&lock, &mut buf);
+        let effect = Effect::apply(&lock, None, &mut buf);
         assert_eq!(effect.command(), c"LOCK.APPLY");
         let Effect::Apply {
             token,
             deadline_ms,
             fence,
+            meta: None,
         } = effect
         else {
             panic!("{effect:?}");
@@ -201,7 +227,7 @@ mod tests {
     fn a_shared_holder_goes_out_with_its_limit() {
         let lock = Lock::new(&Token::parse(b"r1").unwrap(), 5_000, 42).unwrap();
         let mut buf = [0u8; INLINE_TEXT_MAX];
-        let effect = Effect::share(&lock, Some(3), &mut buf);
+        let effect = Effect::share(&lock, Some(3), None, &mut buf);
         assert_eq!(effect.command(), c"LOCK.APPLY");
         assert!(matches!(
             effect,
@@ -221,6 +247,55 @@ mod tests {
         assert_eq!(parse_drop(&[b"r1"]).unwrap().as_bytes(), b"r1");
         assert_eq!(parse_drop(&[]), Err(LockError::WrongArity("lock.drop")));
         assert_eq!(Effect::DropHolder { token: b"r1" }.command(), c"LOCK.DROP");
+    }
+
+    #[test]
+    fn a_label_follows_any_form() {
+        let meta = Meta::parse(b"10.0.0.7:80").unwrap();
+        let lock = Lock::new(&Token::parse(b"r1").unwrap(), 5_000, 42).unwrap();
+        let mut buf = [0u8; INLINE_TEXT_MAX];
+        assert!(matches!(
+            Effect::apply(&lock, Some(&meta), &mut buf),
+            Effect::Apply {
+                meta: Some(b"10.0.0.7:80"),
+                ..
+            }
+        ));
+        let mut buf = [0u8; INLINE_TEXT_MAX];
+        assert!(matches!(
+            Effect::share(&lock, None, Some(&meta), &mut buf),
+            Effect::Share {
+                meta: Some(b"10.0.0.7:80"),
+                limit: None,
+                ..
+            }
+        ));
+        for (args, want) in [
+            (
+                &[&b"r1"[..], b"5", b"4", b"META", b"m"][..],
+                Want::Exclusive,
+            ),
+            (
+                &[b"r1", b"5", b"4", b"SHARED", b"meta", b"m"],
+                Want::Shared { limit: None },
+            ),
+            (
+                &[b"r1", b"5", b"4", b"LIMIT", b"2", b"META", b"m"],
+                Want::Shared { limit: Some(2) },
+            ),
+        ] {
+            let r = parse_apply(args).unwrap();
+            assert_eq!((r.want, r.meta.unwrap().as_bytes()), (want, &b"m"[..]));
+        }
+        let empty = parse_apply(&[b"r1", b"5", b"4", b"META", b""]).unwrap();
+        assert_eq!(empty.meta.unwrap().as_bytes(), b"");
+        for bad in [
+            &[&b"r1"[..], b"5", b"4", b"META"][..],
+            &[b"r1", b"5", b"4", b"META", b"m", b"x"],
+            &[b"r1", b"5", b"4", b"LABEL", b"m"],
+        ] {
+            assert!(parse_apply(bad).is_err(), "{bad:?}");
+        }
     }
 
     #[test]

@@ -27,8 +27,8 @@ pub enum LockError {
     TokenLength(usize),
 
     #[error(
-        "ERR unknown option '{0}' (LOCK.ACQUIRE takes TOKEN token, BLOCK timeout, SHARED and \
-         LIMIT n)"
+        "ERR unknown option '{0}' (LOCK.ACQUIRE takes TOKEN token, BLOCK timeout, SHARED, \
+         LIMIT n, EPHEMERAL and META value)"
     )]
     UnknownOption(String),
 
@@ -46,6 +46,15 @@ pub enum LockError {
 
     #[error("ERR this token holds the lock exclusively; it cannot also hold it shared")]
     HeldExclusively,
+
+    #[error("ERR invalid META: at most 1024 bytes, got {0}")]
+    MetaTooLong(usize),
+
+    #[error(
+        "ERR EPHEMERAL cannot be used inside a script or function: the server does not tell \
+         modules which connection runs it; call LOCK.ACQUIRE directly or inside MULTI"
+    )]
+    EphemeralInScript,
 
     #[error("ERR option {0} given more than once")]
     RepeatedOption(&'static str),

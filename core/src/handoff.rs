@@ -17,7 +17,8 @@
 use std::collections::{HashMap, HashSet};
 use std::hash::Hash;
 
-use crate::queue::{LockId, Queues, Waiter};
+use crate::bindings::Orphan;
+use crate::queue::{HoldOptions, LockId, Queues, Waiter};
 use crate::token::Token;
 use crate::value::Want;
 
@@ -51,11 +52,17 @@ pub struct Pending {
     pub revoke: Vec<Revoke>,
     /// Locks the server removed or replaced after their deadline: to be notified as expired.
     pub expired: Vec<LockId>,
+    /// Ephemeral holds whose connection closed: to be ended (whatever their owner does
+    /// meanwhile from another connection, unlike a grant to take back).
+    pub orphans: Vec<Orphan>,
 }
 
 impl Pending {
     pub fn is_empty(&self) -> bool {
-        self.serve.is_empty() && self.revoke.is_empty() && self.expired.is_empty()
+        self.serve.is_empty()
+            && self.revoke.is_empty()
+            && self.expired.is_empty()
+            && self.orphans.is_empty()
     }
 }
 
@@ -168,7 +175,15 @@ impl<H: Copy + Eq + Hash> HandOff<H> {
 
     /// A client waits for `lock`, to be granted `want` with `token` for `ttl_ms`: it joins the
     /// back of the queue. Its serial tells it from a later waiter with the same handle.
-    pub fn wait(&mut self, lock: LockId, handle: H, token: Token, ttl_ms: i64, want: Want) -> u64 {
+    pub fn wait(
+        &mut self,
+        lock: LockId,
+        handle: H,
+        token: Token,
+        ttl_ms: i64,
+        want: Want,
+        options: HoldOptions,
+    ) -> u64 {
         self.next_serial += 1;
         let serial = self.next_serial;
         let waiter = Waiter {
@@ -177,6 +192,7 @@ impl<H: Copy + Eq + Hash> HandOff<H> {
             token,
             ttl_ms,
             want,
+            options,
         };
         self.queues.push(lock, waiter);
         serial
@@ -271,6 +287,16 @@ impl<H: Copy + Eq + Hash> HandOff<H> {
             return false;
         }
         self.pending.revoke.push(Revoke { lock, token, fence });
+        self.schedule()
+    }
+
+    /// A connection closed holding `orphans` (see `Bindings::closed`): they are to be ended.
+    /// True when the runner must be scheduled.
+    pub fn orphaned(&mut self, orphans: Vec<Orphan>) -> bool {
+        if orphans.is_empty() {
+            return false;
+        }
+        self.pending.orphans.extend(orphans);
         self.schedule()
     }
 
@@ -427,6 +453,18 @@ mod tests {
         }
     }
 
+    /// Client 1 waits for "k" with token "a": its serial.
+    fn wait_a(h: &mut HandOff<u32>) -> u64 {
+        h.wait(
+            id("k"),
+            1,
+            tok("a"),
+            100,
+            Want::Exclusive,
+            HoldOptions::default(),
+        )
+    }
+
     fn tok(s: &str) -> Token {
         Token::parse(s.as_bytes()).unwrap()
     }
@@ -434,8 +472,15 @@ mod tests {
     #[test]
     fn waiters_are_granted_in_order_and_their_grants_tracked() {
         let mut h = HandOff::<u32>::new();
-        let a = h.wait(id("k"), 1, tok("a"), 100, Want::Exclusive);
-        let b = h.wait(id("k"), 2, tok("b"), 100, Want::Exclusive);
+        let a = wait_a(&mut h);
+        let b = h.wait(
+            id("k"),
+            2,
+            tok("b"),
+            100,
+            Want::Exclusive,
+            HoldOptions::default(),
+        );
         assert!(a < b);
         assert_eq!(h.waiters(&id("k")), 2);
         let first = h.next_waiter(&id("k")).unwrap();
@@ -484,7 +529,7 @@ mod tests {
             h.deadline_moved(&id("k"), 50, false),
             TimerChange::default()
         );
-        h.wait(id("k"), 1, tok("a"), 100, Want::Exclusive);
+        wait_a(&mut h);
         let change = h.deadline_moved(&id("k"), 50, false);
         assert_eq!(change.start_at, Some(50));
         h.deadline_armed(id("k"), 11, 50, false);
@@ -506,7 +551,14 @@ mod tests {
         let change = h.deadline_moved(&id("k"), 50, true);
         assert_eq!(change.start_at, Some(50));
         h.deadline_armed(id("k"), 11, 50, true);
-        h.wait(id("k"), 1, tok("a"), 100, Want::Shared { limit: None });
+        h.wait(
+            id("k"),
+            1,
+            tok("a"),
+            100,
+            Want::Shared { limit: None },
+            HoldOptions::default(),
+        );
         assert_eq!(h.shared_limit(&id("k")), Some(None));
         assert_eq!(h.front(&id("k")).map(|w| w.handle), Some(1));
         let left = h.leave(1).unwrap();
@@ -519,11 +571,11 @@ mod tests {
     #[test]
     fn a_timeout_only_ends_the_waiter_it_was_for() {
         let mut h = HandOff::<u32>::new();
-        let first = h.wait(id("k"), 1, tok("a"), 100, Want::Exclusive);
+        let first = wait_a(&mut h);
         h.timeout_armed(first, 21);
         assert_eq!(h.answered(first), Some(21));
         h.leave(1).unwrap();
-        let second = h.wait(id("k"), 1, tok("a"), 100, Want::Exclusive);
+        let second = wait_a(&mut h);
         assert_eq!(h.time_out(1, first), None, "the handle was reused");
         assert_eq!(h.time_out(1, second).map(|l| l.waiter.serial), Some(second));
         assert!(h.leave(1).is_none());
@@ -540,7 +592,7 @@ mod tests {
         );
         assert_eq!(h.take_expired(1), vec![]);
         assert_eq!(h.take_expired(0), vec![id("k"), id("j")]);
-        h.wait(id("k"), 1, tok("a"), 100, Want::Exclusive);
+        wait_a(&mut h);
         assert!(!h.serve_later(Some(3)));
         assert!(!h.serve_later(None), "still scheduled");
         h.runner_fired();

@@ -1,6 +1,6 @@
 //! The lock logic of the `redis-lock` module, in plain Rust with no server calls: tokens and
 //! their compact storage, the lock values of both kinds (exclusive, shared) and the commands'
-//! decisions, the fence clock, request
+//! decisions, hold labels and the bindings of ephemeral holds to connections, the fence clock, request
 //! parsing, the one error type, the wait queues, the hand-off state machine, and the encodings
 //! (values in RDB files, effects in the replication stream and the AOF).
 //!
@@ -11,6 +11,7 @@
 // use says why it is sound.
 #![deny(unsafe_code)]
 
+pub mod bindings;
 pub mod codec;
 #[allow(unsafe_code)]
 pub mod compact;
@@ -19,6 +20,7 @@ pub mod error;
 pub mod fence;
 pub mod handoff;
 pub mod lock;
+pub mod meta;
 pub mod queue;
 pub mod request;
 pub mod shared;

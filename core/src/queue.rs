@@ -8,6 +8,7 @@
 use std::collections::{BTreeMap, HashMap};
 use std::hash::Hash;
 
+use crate::meta::Meta;
 use crate::token::Token;
 use crate::value::Want;
 
@@ -28,6 +29,18 @@ pub struct Waiter<H> {
     pub token: Token,
     pub ttl_ms: i64,
     pub want: Want,
+    pub options: HoldOptions,
+}
+
+/// The server's id of a client connection.
+pub type ClientId = u64;
+
+/// What a hold carries beyond its token, deadline and fence.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct HoldOptions {
+    pub meta: Option<Meta>,
+    /// `EPHEMERAL`: the connection to bind the hold to when it is granted.
+    pub bind_to: Option<ClientId>,
 }
 
 #[derive(Debug)]
@@ -194,6 +207,7 @@ mod tests {
             token: Token::parse(format!("t{handle}").as_bytes()).unwrap(),
             ttl_ms: 1000,
             want: Want::Exclusive,
+            options: HoldOptions::default(),
         }
     }
 

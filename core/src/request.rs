@@ -4,11 +4,13 @@
 //! gets its error and changes nothing.
 
 use crate::error::{shown, LockError, LockResult};
+use crate::meta::Meta;
 use crate::shared::MAX_LIMIT;
 use crate::token::Token;
 use crate::value::Want;
 
-/// LOCK.ACQUIRE key ttl [TOKEN token] [BLOCK timeout] [SHARED | LIMIT n]
+/// LOCK.ACQUIRE key ttl [TOKEN token] [BLOCK timeout] [SHARED | LIMIT n] [EPHEMERAL]
+/// [META value]
 #[derive(Debug, PartialEq, Eq)]
 pub struct AcquireRequest {
     pub ttl_ms: i64,
@@ -16,6 +18,9 @@ pub struct AcquireRequest {
     /// `Some(0)` waits without limit.
     pub block_ms: Option<i64>,
     pub want: Want,
+    /// The hold ends when the connection that is granted it closes.
+    pub ephemeral: bool,
+    pub meta: Option<Meta>,
 }
 
 /// LOCK.RENEW key token ttl
@@ -36,9 +41,11 @@ impl AcquireRequest {
         let mut block_ms = None;
         let mut shared = false;
         let mut limit = None;
+        let mut ephemeral = false;
+        let mut meta = None;
         let mut rest = options;
         while let Some((name, after)) = rest.split_first() {
-            let option = ["TOKEN", "BLOCK", "SHARED", "LIMIT"]
+            let option = ["TOKEN", "BLOCK", "SHARED", "LIMIT", "EPHEMERAL", "META"]
                 .into_iter()
                 .find(|option| name.eq_ignore_ascii_case(option.as_bytes()))
                 .ok_or_else(|| LockError::UnknownOption(shown(name)))?;
@@ -46,21 +53,29 @@ impl AcquireRequest {
                 "TOKEN" => token.is_some(),
                 "BLOCK" => block_ms.is_some(),
                 "SHARED" => shared,
-                _ => limit.is_some(),
+                "LIMIT" => limit.is_some(),
+                "EPHEMERAL" => ephemeral,
+                _ => meta.is_some(),
             };
             if repeated {
                 return Err(LockError::RepeatedOption(option));
             }
-            if option == "SHARED" {
-                shared = true;
-                rest = after;
-                continue;
-            }
-            let (value, after) = after.split_first().ok_or(LockError::MissingValue(option))?;
+            // The flags take no value.
             match option {
-                "TOKEN" => token = Some(Token::parse(value)?),
-                "BLOCK" => block_ms = Some(parse_timeout(value)?),
-                _ => limit = Some(parse_limit(value)?),
+                "SHARED" => shared = true,
+                "EPHEMERAL" => ephemeral = true,
+                _ => {
+                    let (value, after) =
+                        after.split_first().ok_or(LockError::MissingValue(option))?;
+                    match option {
+                        "TOKEN" => token = Some(Token::parse(value)?),
+                        "BLOCK" => block_ms = Some(parse_timeout(value)?),
+                        "LIMIT" => limit = Some(parse_limit(value)?),
+                        _ => meta = Some(Meta::parse(value)?),
+                    }
+                    rest = after;
+                    continue;
+                }
             }
             rest = after;
         }
@@ -75,6 +90,8 @@ impl AcquireRequest {
             token,
             block_ms,
             want,
+            ephemeral,
+            meta,
         })
     }
 }
@@ -184,8 +201,43 @@ mod tests {
                 token: None,
                 block_ms: None,
                 want: Want::Exclusive,
+                ephemeral: false,
+                meta: None,
             })
         );
+    }
+
+    #[test]
+    fn acquire_ephemeral_with_a_label() {
+        let r = acquire(&["10", "ephemeral", "META", "10.0.0.7:8080", "LIMIT", "2"]).unwrap();
+        assert!(r.ephemeral);
+        assert_eq!(r.meta.unwrap().as_bytes(), b"10.0.0.7:8080");
+        assert_eq!(r.want, Want::Shared { limit: Some(2) });
+        let r = acquire(&["10", "meta", ""]).unwrap();
+        assert_eq!(r.meta.unwrap().as_bytes(), b"", "an empty label is a label");
+        assert!(!r.ephemeral);
+        let long = "x".repeat(1025);
+        for (args, error) in [
+            (
+                vec!["10", "EPHEMERAL", "ephemeral"],
+                LockError::RepeatedOption("EPHEMERAL"),
+            ),
+            (
+                vec!["10", "META", "a", "META", "b"],
+                LockError::RepeatedOption("META"),
+            ),
+            (vec!["10", "META"], LockError::MissingValue("META")),
+            (
+                vec!["10", "META", long.as_str()],
+                LockError::MetaTooLong(1025),
+            ),
+            (
+                vec!["10", "EPHEMERAL", "1"],
+                LockError::UnknownOption("1".into()),
+            ),
+        ] {
+            assert_eq!(acquire(&args), Err(error), "{args:?}");
+        }
     }
 
     #[test]

@@ -18,6 +18,7 @@ use hashbrown::HashTable;
 
 use crate::compact::INLINE_TEXT_MAX;
 use crate::lock::Lock;
+use crate::meta::Meta;
 use crate::token::Token;
 
 /// The largest `LIMIT`.
@@ -27,6 +28,8 @@ pub struct SharedLock {
     /// None for `SHARED`, `n` for `LIMIT n`.
     limit: Option<u32>,
     holders: Vec<Lock>,
+    /// Each holder's label, by position: empty (no cost) until some holder has one.
+    labels: Vec<Option<Meta>>,
     /// The position in `holders` of each holder, by the hash of its token.
     by_token: HashTable<u32>,
     soonest: Heap,
@@ -191,6 +194,7 @@ impl SharedLock {
         Self {
             limit,
             holders: Vec::new(),
+            labels: Vec::new(),
             by_token: HashTable::new(),
             soonest: Heap::new(Order::SoonestDeadline),
             latest: Heap::new(Order::LatestDeadline),
@@ -253,10 +257,34 @@ impl SharedLock {
         self.position(token).map(|p| &self.holders[p as usize])
     }
 
+    /// The label of the holder with this token, live or not.
+    pub fn meta(&self, token: &Token) -> Option<&Meta> {
+        let p = self.position(token)?;
+        self.labels.get(p as usize)?.as_ref()
+    }
+
+    /// Label the holder with `token` (None: no label); false if there is none.
+    pub fn set_meta(&mut self, token: &Token, meta: Option<Meta>) -> bool {
+        let Some(p) = self.position(token) else {
+            return false;
+        };
+        if meta.is_some() && self.labels.is_empty() {
+            self.labels.resize(self.holders.len(), None);
+        }
+        if let Some(label) = self.labels.get_mut(p as usize) {
+            *label = meta;
+        }
+        true
+    }
+
     /// Add a holder whose token holds nothing here yet (the caller checked with `holder`).
-    pub fn insert(&mut self, holder: Lock) {
+    pub fn insert(&mut self, holder: Lock, meta: Option<Meta>) {
         self.make_room();
         let p = self.holders.len() as u32;
+        if meta.is_some() || !self.labels.is_empty() {
+            self.labels.resize(self.holders.len(), None);
+            self.labels.push(meta);
+        }
         let mut buf = [0u8; INLINE_TEXT_MAX];
         let hash = self.hash(holder.token(&mut buf));
         self.holders.push(holder);
@@ -271,12 +299,12 @@ impl SharedLock {
     }
 
     /// Add `holder`, or replace the one with its token (an effect from the primary).
-    pub fn upsert(&mut self, holder: Lock) {
+    pub fn upsert(&mut self, holder: Lock, meta: Option<Meta>) {
         let mut buf = [0u8; INLINE_TEXT_MAX];
         if let Ok(token) = Token::parse(holder.token(&mut buf)) {
             self.remove(&token);
         }
-        self.insert(holder);
+        self.insert(holder, meta);
     }
 
     /// Move the deadline of the holder with `token`; false if there is none.
@@ -321,6 +349,13 @@ impl SharedLock {
             }
         }
         let holder = self.holders.swap_remove(p as usize);
+        if !self.labels.is_empty() {
+            self.labels.swap_remove(p as usize);
+            if self.labels.iter().all(Option::is_none) && self.labels.len() < 64 {
+                // Back to no cost once no holder is labeled (checked while that is cheap).
+                self.labels = Vec::new();
+            }
+        }
         self.shrink();
         holder
     }
@@ -419,15 +454,37 @@ impl SharedLock {
 
     /// Every holder, in grant order (by fence).
     pub fn holders(&self) -> impl Iterator<Item = &Lock> {
-        let mut all: Vec<&Lock> = self.holders.iter().collect();
-        all.sort_unstable_by_key(|h| h.fence());
+        self.entries().map(|(holder, _)| holder)
+    }
+
+    /// Every holder with its label, in grant order (by fence).
+    pub fn entries(&self) -> impl Iterator<Item = (&Lock, Option<&Meta>)> {
+        let mut all: Vec<(&Lock, Option<&Meta>)> = self
+            .holders
+            .iter()
+            .enumerate()
+            .map(|(p, h)| (h, self.labels.get(p).and_then(Option::as_ref)))
+            .collect();
+        all.sort_unstable_by_key(|(h, _)| h.fence());
         all.into_iter()
+    }
+
+    /// Whether some holder has a label.
+    pub fn labeled(&self) -> bool {
+        self.labels.iter().any(Option::is_some)
     }
 
     /// Heap bytes beyond the `SharedLock` itself.
     pub fn heap_bytes(&self) -> usize {
         self.holders.capacity() * std::mem::size_of::<Lock>()
             + self.holders.iter().map(Lock::heap_bytes).sum::<usize>()
+            + self.labels.capacity() * std::mem::size_of::<Option<Meta>>()
+            + self
+                .labels
+                .iter()
+                .flatten()
+                .map(Meta::heap_bytes)
+                .sum::<usize>()
             + self.by_token.allocation_size()
             + self.soonest.bytes()
             + self.latest.bytes()
@@ -437,8 +494,8 @@ impl SharedLock {
 
 impl PartialEq for SharedLock {
     fn eq(&self, other: &Self) -> bool {
-        fn entries(s: &SharedLock) -> Vec<(&Lock, i64)> {
-            s.holders().map(|h| (h, h.deadline_ms)).collect()
+        fn entries(s: &SharedLock) -> Vec<(&Lock, i64, Option<&Meta>)> {
+            s.entries().map(|(h, m)| (h, h.deadline_ms, m)).collect()
         }
         self.limit == other.limit && entries(self) == entries(other)
     }
@@ -450,7 +507,7 @@ impl std::fmt::Debug for SharedLock {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("SharedLock")
             .field("limit", &self.limit)
-            .field("holders", &self.holders().collect::<Vec<_>>())
+            .field("holders", &self.entries().collect::<Vec<_>>())
             .finish()
     }
 }
@@ -470,9 +527,9 @@ mod tests {
     #[test]
     fn holders_are_found_by_token_and_kept_in_grant_order() {
         let mut s = SharedLock::new(None);
-        s.insert(holder("a", 300, 1));
-        s.insert(holder("b", 100, 2));
-        s.insert(holder("c", 200, 3));
+        s.insert(holder("a", 300, 1), None);
+        s.insert(holder("b", 100, 2), None);
+        s.insert(holder("c", 200, 3), None);
         assert_eq!(s.len(), 3);
         assert_eq!(s.holder(&tok("b")).map(Lock::fence), Some(2));
         assert!(s.holder(&tok("d")).is_none());
@@ -487,8 +544,8 @@ mod tests {
     #[test]
     fn a_deadline_moves_its_holder_in_the_deadline_order() {
         let mut s = SharedLock::new(Some(2));
-        s.insert(holder("a", 100, 1));
-        s.insert(holder("b", 200, 2));
+        s.insert(holder("a", 100, 1), None);
+        s.insert(holder("b", 200, 2), None);
         assert!(s.set_deadline(&tok("a"), 500));
         assert!(!s.set_deadline(&tok("z"), 500));
         assert_eq!(s.earliest_deadline(), Some(200));
@@ -499,8 +556,8 @@ mod tests {
     #[test]
     fn expired_holders_count_for_nothing_and_are_pruned_soonest_first() {
         let mut s = SharedLock::new(Some(2));
-        s.insert(holder("a", 100, 1));
-        s.insert(holder("b", 200, 2));
+        s.insert(holder("a", 100, 1), None);
+        s.insert(holder("b", 200, 2), None);
         assert_eq!(s.live(99), 2);
         assert!(!s.has_room(99));
         assert_eq!(s.live(100), 1, "a holder is gone at its deadline");
@@ -515,11 +572,11 @@ mod tests {
     fn removing_and_upserting_keep_the_indexes_whole() {
         let mut s = SharedLock::new(None);
         for (i, t) in ["a", "b", "c"].iter().enumerate() {
-            s.insert(holder(t, 100 + i as i64, i as u64 + 1));
+            s.insert(holder(t, 100 + i as i64, i as u64 + 1), None);
         }
         assert_eq!(s.remove(&tok("b")).map(|h| h.fence()), Some(2));
         assert!(s.remove(&tok("b")).is_none());
-        s.upsert(holder("a", 900, 1));
+        s.upsert(holder("a", 900, 1), None);
         assert_eq!(s.len(), 2);
         assert_eq!(s.latest_deadline(), Some(900));
         assert_eq!(s.earliest_deadline(), Some(102));
@@ -532,11 +589,10 @@ mod tests {
         let mut s = SharedLock::new(None);
         for i in 0..200u64 {
             // Deadlines out of grant order, some equal.
-            s.insert(holder(
-                &format!("t{i}"),
-                1_000 + ((i * 37) % 101) as i64,
-                i + 1,
-            ));
+            s.insert(
+                holder(&format!("t{i}"), 1_000 + ((i * 37) % 101) as i64, i + 1),
+                None,
+            );
         }
         for i in (0..200u64).step_by(3) {
             assert!(s.remove(&tok(&format!("t{i}"))).is_some());
@@ -580,5 +636,41 @@ mod tests {
         }
         assert!(s.is_empty() && s.earliest_deadline().is_none());
         assert_eq!(s.max_live_fence(0), None);
+    }
+
+    #[test]
+    fn labels_follow_their_holders_through_removals() {
+        let mut s = SharedLock::new(None);
+        let label = |i: u64| Meta::parse(format!("host-{i}").as_bytes()).unwrap();
+        s.insert(holder("first", 50, 100), Some(label(100)));
+        assert_eq!(
+            s.meta(&tok("first")),
+            Some(&label(100)),
+            "the first holder's label"
+        );
+        s.remove(&tok("first"));
+        for i in 0..10u64 {
+            let meta = (i % 3 == 0).then(|| label(i));
+            s.insert(holder(&format!("t{i}"), 100 + i as i64, i + 1), meta);
+        }
+        assert!(s.labeled());
+        for i in [0u64, 4, 5] {
+            assert!(s.remove(&tok(&format!("t{i}"))).is_some());
+        }
+        for i in 0..10u64 {
+            let expected = (i % 3 == 0 && ![0, 4, 5].contains(&i)).then(|| label(i));
+            assert_eq!(s.meta(&tok(&format!("t{i}"))), expected.as_ref(), "t{i}");
+        }
+        assert!(s.set_meta(&tok("t1"), Some(label(1))));
+        assert_eq!(s.meta(&tok("t1")), Some(&label(1)));
+        for i in [1u64, 3, 6, 9] {
+            assert!(s.set_meta(&tok(&format!("t{i}")), None));
+        }
+        s.remove(&tok("t2"));
+        assert!(!s.labeled());
+        assert_eq!(s.labels.capacity(), 0, "no cost once nobody is labeled");
+        assert!(!s.set_meta(&tok("gone"), None));
+        let fences: Vec<u64> = s.entries().map(|(h, _)| h.fence()).collect();
+        assert_eq!(fences, vec![2, 4, 7, 8, 9, 10]);
     }
 }

@@ -2,16 +2,20 @@
 //!
 //! - An **exclusive** lock is one `Lock` of 32 bytes, so it costs what it did before shared
 //!   holds existed.
+//!   With a label (`META`) it is a `Labeled` lock of 48 bytes instead, so that a lock
+//!   without one pays nothing for the option.
 //! - A **shared** lock (`SHARED`, `LIMIT n`) is a `SharedLock` of any number of holders.
 //!
-//! The server keeps a key's value as one pointer. The two kinds share it: a `Box<Lock>`
-//! as it is, a `Box<SharedLock>` with its lowest bit set (both are 8-aligned, so that bit is
-//! free). The module converts only through `into_raw`, `from_raw` and `held`.
+//! The server keeps a key's value as one pointer. The three forms share it: a `Box<Lock>`
+//! as it is, a `Box<SharedLock>` with its lowest bit set, a `Box<Labeled>` with the next bit
+//! set (all are 8-aligned, so those bits are free). The module converts only through
+//! `into_raw`, `from_raw` and `held`.
 
 use std::ffi::c_void;
 
 use crate::error::{LockError, LockResult};
 use crate::lock::Lock;
+use crate::meta::Meta;
 use crate::shared::SharedLock;
 use crate::token::Token;
 
@@ -29,26 +33,47 @@ pub enum Want {
 #[derive(Debug, PartialEq, Eq)]
 pub enum Value {
     Exclusive(Box<Lock>),
+    Labeled(Box<Labeled>),
     Shared(Box<SharedLock>),
 }
 
-/// A lock value as stored under a key.
+/// An exclusive lock with its label.
+#[derive(Debug, PartialEq, Eq)]
+pub struct Labeled {
+    pub lock: Lock,
+    pub meta: Meta,
+}
+
+/// A lock value as stored under a key: an exclusive lock (with its label, if it has one), or
+/// a shared one.
 #[derive(Debug)]
 pub enum Held<'a> {
-    Exclusive(&'a mut Lock),
+    Exclusive(&'a mut Lock, Option<&'a Meta>),
     Shared(&'a mut SharedLock),
 }
 
 const SHARED_TAG: usize = 1;
+const LABELED_TAG: usize = 2;
+const TAGS: usize = SHARED_TAG | LABELED_TAG;
 
-const _: () = assert!(std::mem::align_of::<Lock>() > SHARED_TAG);
-const _: () = assert!(std::mem::align_of::<SharedLock>() > SHARED_TAG);
+const _: () = assert!(std::mem::align_of::<Lock>() > TAGS);
+const _: () = assert!(std::mem::align_of::<Labeled>() > TAGS);
+const _: () = assert!(std::mem::align_of::<SharedLock>() > TAGS);
 
 impl Value {
+    /// An exclusive lock, labeled or not.
+    pub fn exclusive(lock: Lock, meta: Option<Meta>) -> Value {
+        match meta {
+            None => Value::Exclusive(Box::new(lock)),
+            Some(meta) => Value::Labeled(Box::new(Labeled { lock, meta })),
+        }
+    }
+
     /// The pointer the server keeps; `from_raw` or the server's free callback takes it back.
     pub fn into_raw(self) -> *mut c_void {
         match self {
             Value::Exclusive(lock) => Box::into_raw(lock).cast(),
+            Value::Labeled(labeled) => Box::into_raw(labeled).map_addr(|a| a | LABELED_TAG).cast(),
             Value::Shared(shared) => Box::into_raw(shared).map_addr(|a| a | SHARED_TAG).cast(),
         }
     }
@@ -59,16 +84,18 @@ impl Value {
     /// `raw` came from `into_raw` and is taken back once.
     #[allow(unsafe_code)]
     pub unsafe fn from_raw(raw: *mut c_void) -> Value {
-        if raw.addr() & SHARED_TAG == 0 {
-            Value::Exclusive(unsafe { Box::from_raw(raw.cast()) })
-        } else {
-            Value::Shared(unsafe { Box::from_raw(raw.map_addr(|a| a & !SHARED_TAG).cast()) })
+        let at = raw.map_addr(|a| a & !TAGS);
+        match raw.addr() & TAGS {
+            0 => Value::Exclusive(unsafe { Box::from_raw(at.cast()) }),
+            LABELED_TAG => Value::Labeled(unsafe { Box::from_raw(at.cast()) }),
+            _ => Value::Shared(unsafe { Box::from_raw(at.cast()) }),
         }
     }
 
     pub fn held(&mut self) -> Held<'_> {
         match self {
-            Value::Exclusive(lock) => Held::Exclusive(lock),
+            Value::Exclusive(lock) => Held::Exclusive(lock, None),
+            Value::Labeled(labeled) => Held::Exclusive(&mut labeled.lock, Some(&labeled.meta)),
             Value::Shared(shared) => Held::Shared(shared),
         }
     }
@@ -77,11 +104,10 @@ impl Value {
 /// The address of the allocation behind a value pointer (for the server's defragmenter), and
 /// how to make a value pointer again from where it moved.
 pub fn allocation(raw: *mut c_void) -> (*mut c_void, impl Fn(*mut c_void) -> *mut c_void) {
-    let tag = raw.addr() & SHARED_TAG;
-    (
-        raw.map_addr(|a| a & !SHARED_TAG),
-        move |moved: *mut c_void| moved.map_addr(|a| a | tag),
-    )
+    let tag = raw.addr() & TAGS;
+    (raw.map_addr(|a| a & !TAGS), move |moved: *mut c_void| {
+        moved.map_addr(|a| a | tag)
+    })
 }
 
 /// The value a pointer made by `into_raw` points at, borrowed.
@@ -91,19 +117,28 @@ pub fn allocation(raw: *mut c_void) -> (*mut c_void, impl Fn(*mut c_void) -> *mu
 /// for `'a`.
 #[allow(unsafe_code)]
 pub unsafe fn held<'a>(raw: *mut c_void) -> Option<Held<'a>> {
-    if raw.addr() & SHARED_TAG == 0 {
-        unsafe { raw.cast::<Lock>().as_mut() }.map(Held::Exclusive)
-    } else {
-        let shared = raw.map_addr(|a| a & !SHARED_TAG).cast::<SharedLock>();
-        unsafe { shared.as_mut() }.map(Held::Shared)
+    let at = raw.map_addr(|a| a & !TAGS);
+    match raw.addr() & TAGS {
+        0 => unsafe { at.cast::<Lock>().as_mut() }.map(|lock| Held::Exclusive(lock, None)),
+        LABELED_TAG => unsafe { at.cast::<Labeled>().as_mut() }
+            .map(|l| Held::Exclusive(&mut l.lock, Some(&l.meta))),
+        _ => unsafe { at.cast::<SharedLock>().as_mut() }.map(Held::Shared),
     }
+}
+
+/// One live holder as LOCK.HOLDERS shows it.
+#[derive(Debug)]
+pub struct HolderView<'a> {
+    pub lock: &'a Lock,
+    pub meta: Option<&'a Meta>,
+    pub shared: bool,
 }
 
 impl Held<'_> {
     /// Some holder's deadline has not passed.
     pub fn is_live(&self, now_ms: i64) -> bool {
         match self {
-            Held::Exclusive(lock) => lock.is_live(now_ms),
+            Held::Exclusive(lock, _) => lock.is_live(now_ms),
             Held::Shared(shared) => shared.latest_deadline().is_some_and(|d| now_ms < d),
         }
     }
@@ -111,7 +146,7 @@ impl Held<'_> {
     /// The latest holder deadline: the key's expiry. None for a shared lock without holders.
     pub fn deadline(&self) -> Option<i64> {
         match self {
-            Held::Exclusive(lock) => Some(lock.deadline_ms),
+            Held::Exclusive(lock, _) => Some(lock.deadline_ms),
             Held::Shared(shared) => shared.latest_deadline(),
         }
     }
@@ -119,7 +154,7 @@ impl Held<'_> {
     /// When the lock may next have room: its holder's deadline, or a shared lock's soonest.
     pub fn next_deadline(&self) -> Option<i64> {
         match self {
-            Held::Exclusive(lock) => Some(lock.deadline_ms),
+            Held::Exclusive(lock, _) => Some(lock.deadline_ms),
             Held::Shared(shared) => shared.earliest_deadline(),
         }
     }
@@ -132,7 +167,7 @@ impl Held<'_> {
 
     pub fn live_holders(&self, now_ms: i64) -> usize {
         match self {
-            Held::Exclusive(lock) => usize::from(lock.is_live(now_ms)),
+            Held::Exclusive(lock, _) => usize::from(lock.is_live(now_ms)),
             Held::Shared(shared) => shared.live(now_ms),
         }
     }
@@ -140,7 +175,7 @@ impl Held<'_> {
     /// The highest fence among live holders.
     pub fn fence(&self, now_ms: i64) -> Option<u64> {
         match self {
-            Held::Exclusive(lock) => lock.is_live(now_ms).then(|| lock.fence()),
+            Held::Exclusive(lock, _) => lock.is_live(now_ms).then(|| lock.fence()),
             Held::Shared(shared) => shared.max_live_fence(now_ms),
         }
     }
@@ -149,7 +184,7 @@ impl Held<'_> {
     /// it).
     pub fn highest_fence(&self) -> u64 {
         match self {
-            Held::Exclusive(lock) => lock.fence(),
+            Held::Exclusive(lock, _) => lock.fence(),
             Held::Shared(shared) => shared.highest_fence().unwrap_or(0),
         }
     }
@@ -157,10 +192,42 @@ impl Held<'_> {
     /// The live holder with `token`: the condition of RENEW, RELEASE and retries.
     pub fn holder(&self, token: &Token, now_ms: i64) -> Option<&Lock> {
         let holder = match self {
-            Held::Exclusive(lock) => Some(&**lock).filter(|l| l.has_token(token)),
+            Held::Exclusive(lock, _) => Some(&**lock).filter(|l| l.has_token(token)),
             Held::Shared(shared) => shared.holder(token),
         };
         holder.filter(|h| h.is_live(now_ms))
+    }
+
+    /// The label of the live holder with `token`.
+    pub fn meta(&self, token: &Token, now_ms: i64) -> Option<&Meta> {
+        self.holder(token, now_ms)?;
+        match self {
+            Held::Exclusive(_, meta) => *meta,
+            Held::Shared(shared) => shared.meta(token),
+        }
+    }
+
+    /// The live holders, in grant order.
+    pub fn live(&self, now_ms: i64) -> Vec<HolderView<'_>> {
+        match self {
+            Held::Exclusive(lock, meta) => [HolderView {
+                lock,
+                meta: *meta,
+                shared: false,
+            }]
+            .into_iter()
+            .filter(|h| h.lock.is_live(now_ms))
+            .collect(),
+            Held::Shared(shared) => shared
+                .entries()
+                .filter(|(lock, _)| lock.is_live(now_ms))
+                .map(|(lock, meta)| HolderView {
+                    lock,
+                    meta,
+                    shared: true,
+                })
+                .collect(),
+        }
     }
 
     /// The limit of live shared holders: `Some(None)` for `SHARED`, `Some(Some(n))` for
@@ -209,8 +276,8 @@ pub fn decide(
     let holder = token.and_then(|t| current.and_then(|held| held.holder(t, now_ms)));
     if holder.is_some() {
         return match (current, want) {
-            (Some(Held::Exclusive(_)), Want::Exclusive) => Ok(Acquire::Retry),
-            (Some(Held::Exclusive(_)), Want::Shared { .. }) => Err(LockError::HeldExclusively),
+            (Some(Held::Exclusive(..)), Want::Exclusive) => Ok(Acquire::Retry),
+            (Some(Held::Exclusive(..)), Want::Shared { .. }) => Err(LockError::HeldExclusively),
             (Some(Held::Shared(_)), Want::Exclusive) => Err(LockError::HeldShared),
             (Some(Held::Shared(shared)), Want::Shared { limit }) => {
                 check_limit(Some(shared.limit()), limit)?;
@@ -252,7 +319,7 @@ mod tests {
     fn shared(limit: Option<u32>, holders: &[(&str, i64)]) -> Value {
         let mut s = SharedLock::new(limit);
         for (i, (t, deadline)) in holders.iter().enumerate() {
-            s.insert(Lock::new(&tok(t), *deadline, i as u64 + 1).unwrap());
+            s.insert(Lock::new(&tok(t), *deadline, i as u64 + 1).unwrap(), None);
         }
         Value::Shared(Box::new(s))
     }
@@ -273,14 +340,23 @@ mod tests {
 
     #[test]
     fn both_kinds_go_through_one_pointer_and_come_back() {
-        for value in [exclusive("a", 5), shared(Some(3), &[("a", 5), ("b", 6)])] {
+        let labeled = Value::exclusive(
+            Lock::new(&tok("a"), 5, 7).unwrap(),
+            Some(Meta::parse(b"10.0.0.7:80").unwrap()),
+        );
+        for value in [
+            exclusive("a", 5),
+            labeled,
+            shared(Some(3), &[("a", 5), ("b", 6)]),
+        ] {
             let expected = match &value {
-                Value::Exclusive(l) => format!("{l:?}"),
+                Value::Exclusive(l) => format!("{l:?} None"),
+                Value::Labeled(l) => format!("{:?} {:?}", l.lock, Some(&l.meta)),
                 Value::Shared(s) => format!("{s:?}"),
             };
             let raw = value.into_raw();
             let seen = match unsafe { held(raw) } {
-                Some(Held::Exclusive(l)) => format!("{l:?}"),
+                Some(Held::Exclusive(l, meta)) => format!("{l:?} {meta:?}"),
                 Some(Held::Shared(s)) => format!("{s:?}"),
                 None => String::new(),
             };
@@ -371,5 +447,28 @@ mod tests {
         assert_eq!(two.held().fence(60), Some(1));
         assert_eq!(two.held().live_holders(60), 1);
         assert!(!exclusive("a", 1).held().holders_expire_first());
+    }
+
+    #[test]
+    fn labels_are_found_by_token_and_listed_in_grant_order() {
+        let meta = Meta::parse(b"host-1").unwrap();
+        let mut v = Value::exclusive(Lock::new(&tok("a"), 100, 7).unwrap(), Some(meta.clone()));
+        assert_eq!(v.held().meta(&tok("a"), 50), Some(&meta));
+        assert_eq!(v.held().meta(&tok("b"), 50), None);
+        assert_eq!(v.held().meta(&tok("a"), 100), None, "expired");
+        let mut s = SharedLock::new(None);
+        s.insert(Lock::new(&tok("b"), 300, 9).unwrap(), None);
+        s.insert(Lock::new(&tok("a"), 100, 8).unwrap(), Some(meta.clone()));
+        s.insert(Lock::new(&tok("c"), 50, 10).unwrap(), None);
+        let mut v = Value::Shared(Box::new(s));
+        let held = v.held();
+        let live: Vec<(u64, Option<&Meta>, bool)> = held
+            .live(60)
+            .iter()
+            .map(|h| (h.lock.fence(), h.meta, h.shared))
+            .collect();
+        assert_eq!(live, vec![(8, Some(&meta), true), (9, None, true)]);
+        assert_eq!(held.meta(&tok("a"), 60), Some(&meta));
+        assert!(exclusive("a", 10).held().live(10).is_empty());
     }
 }

@@ -30,7 +30,7 @@ use support::{config, spelled, token};
 fn decode_lock(version: i32, from: &mut Fields) -> LockResult<Lock> {
     match decode_value(version, from)? {
         Value::Exclusive(lock) => Ok(*lock),
-        Value::Shared(shared) => panic!("not exclusive: {shared:?}"),
+        other => panic!("not an unlabeled exclusive lock: {other:?}"),
     }
 }
 
@@ -41,7 +41,7 @@ fn encode_lock(lock: &Lock, to: &mut Fields) {
         lock.fence(),
     )
     .unwrap();
-    encode_value(&Held::Exclusive(&mut copy), to);
+    encode_value(&Held::Exclusive(&mut copy, None), to);
 }
 
 // =============================================================================================
@@ -130,6 +130,7 @@ impl QueueModel {
             token,
             ttl_ms,
             want: Want::Exclusive,
+            options: Default::default(),
         }
     }
 
@@ -233,6 +234,7 @@ fn run_queue_ops(ops: &[QueueOp]) {
                         token: tok,
                         ttl_ms: ttl,
                         want: Want::Exclusive,
+                        options: Default::default(),
                     },
                 );
             }
@@ -946,7 +948,14 @@ impl Sim {
                     return;
                 };
                 let holder_deadline = holder.deadline;
-                let serial = self.h.wait(id, client, tok.clone(), ttl, Want::Exclusive);
+                let serial = self.h.wait(
+                    id,
+                    client,
+                    tok.clone(),
+                    ttl,
+                    Want::Exclusive,
+                    Default::default(),
+                );
                 assert_ne!(serial, 0, "serial 0 is the glue's 'not queued'");
                 assert!(
                     !self.waits.contains_key(&serial),
@@ -1452,9 +1461,9 @@ proptest! {
     ) {
         let lock = Lock::new(&token(&tok), deadline, fence).unwrap();
         let mut buf = [0u8; INLINE_TEXT_MAX];
-        let effect = Effect::apply(&lock, &mut buf);
+        let effect = Effect::apply(&lock, None, &mut buf);
         prop_assert_eq!(effect.command(), c"LOCK.APPLY");
-        let Effect::Apply { token: t, deadline_ms, fence: f } = effect else {
+        let Effect::Apply { token: t, deadline_ms, fence: f, meta: None } = effect else {
             panic!("not an APPLY: {effect:?}");
         };
         prop_assert_eq!(t, &tok[..]);
@@ -1588,6 +1597,8 @@ proptest! {
             token: tok.as_deref().map(token),
             block_ms: block,
             want: Want::Exclusive,
+            ephemeral: false,
+            meta: None,
         };
         prop_assert_eq!(AcquireRequest::parse(&args, 0), Ok(want));
 

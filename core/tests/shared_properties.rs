@@ -243,10 +243,10 @@ impl Real {
         match want {
             Want::Exclusive => self.value = Some(Value::Exclusive(Box::new(holder))),
             Want::Shared { limit } => match &mut self.value {
-                Some(Value::Shared(shared)) if shared.live(now) > 0 => shared.insert(holder),
+                Some(Value::Shared(shared)) if shared.live(now) > 0 => shared.insert(holder, None),
                 _ => {
                     let mut shared = SharedLock::new(limit);
-                    shared.insert(holder);
+                    shared.insert(holder, None);
                     self.value = Some(Value::Shared(Box::new(shared)));
                 }
             },
@@ -297,7 +297,7 @@ impl Real {
                     assert!(shared.set_deadline(tok, deadline), "a retry of a holder");
                     shared.holder(tok).expect("the holder").fence()
                 }
-                None => panic!("a retry without a lock"),
+                Some(Value::Labeled(_)) | None => panic!("a retry without an unlabeled lock"),
             }),
             Ok(Acquire::Busy) if block => {
                 let handle = self.next_handle;
@@ -311,6 +311,7 @@ impl Real {
                     token: tok.clone(),
                     ttl_ms: ttl,
                     want,
+                    options: Default::default(),
                 };
                 self.queues.push(self.id.clone(), waiter);
                 Reply::Busy(Some(handle))
@@ -366,6 +367,7 @@ impl Real {
         }
         match &mut self.value {
             Some(Value::Exclusive(lock)) => lock.deadline_ms = now + ttl,
+            Some(Value::Labeled(labeled)) => labeled.lock.deadline_ms = now + ttl,
             Some(Value::Shared(shared)) => assert!(shared.set_deadline(tok, now + ttl)),
             None => unreachable!(),
         }
@@ -400,7 +402,7 @@ impl Real {
     /// Every stored holder (live or not yet pruned), in fence order, and the limit.
     fn holders(&mut self) -> (Vec<HolderView>, Option<Option<u32>>) {
         match &self.value {
-            None => (Vec::new(), None),
+            None | Some(Value::Labeled(_)) => (Vec::new(), None),
             Some(Value::Exclusive(lock)) => (
                 vec![HolderView {
                     token: token_index(&spelled(lock)),
@@ -989,7 +991,7 @@ proptest! {
     fn shared_locks_round_trip(limit in any_limit(), holders in any_holders()) {
         let mut shared = SharedLock::new(limit);
         for (t, deadline, fence) in &holders {
-            shared.insert(Lock::new(&token(t), *deadline, *fence).unwrap());
+            shared.insert(Lock::new(&token(t), *deadline, *fence).unwrap(), None);
         }
         let mut by_fence = holders.clone();
         by_fence.sort_by_key(|&(_, _, f)| f);
@@ -1011,7 +1013,7 @@ proptest! {
         prop_assert!(from.0.is_empty(), "every field read");
         let mut rebuilt = SharedLock::new(limit);
         for (t, d, f) in &by_fence {
-            rebuilt.insert(Lock::new(&token(t), *d, *f).unwrap());
+            rebuilt.insert(Lock::new(&token(t), *d, *f).unwrap(), None);
         }
         prop_assert_eq!(&back, &Value::Shared(Box::new(rebuilt)));
         prop_assert_eq!(back.held().highest_fence(), by_fence.last().unwrap().2);
@@ -1038,7 +1040,7 @@ proptest! {
     fn exclusive_locks_round_trip(t in any_token(), deadline in any::<i64>(), fence in 0..=MAX_FENCE) {
         let mut lock = Lock::new(&token(&t), deadline, fence).unwrap();
         let mut to = Fields::default();
-        encode_value(&Held::Exclusive(&mut lock), &mut to);
+        encode_value(&Held::Exclusive(&mut lock, None), &mut to);
         let back = decode_value(CURRENT_VERSION, &mut to).unwrap();
         prop_assert!(to.0.is_empty());
         prop_assert_eq!(back, Value::Exclusive(Box::new(Lock::new(&token(&t), deadline, fence).unwrap())));
@@ -1163,7 +1165,10 @@ fn run_index_ops(limit: Option<u32>, ops: &[IndexOp]) {
             IndexOp::Insert { token: t, deadline } => {
                 if model_fence_of(&m, t).is_none() {
                     last_fence += 1;
-                    s.insert(Lock::new(&token(INDEX_TOKENS[t]), deadline, last_fence).unwrap());
+                    s.insert(
+                        Lock::new(&token(INDEX_TOKENS[t]), deadline, last_fence).unwrap(),
+                        None,
+                    );
                     m.insert(last_fence, (t, deadline));
                 }
             }
@@ -1180,7 +1185,10 @@ fn run_index_ops(limit: Option<u32>, ops: &[IndexOp]) {
                         last_fence
                     }
                 };
-                s.upsert(Lock::new(&token(INDEX_TOKENS[t]), deadline, fence).unwrap());
+                s.upsert(
+                    Lock::new(&token(INDEX_TOKENS[t]), deadline, fence).unwrap(),
+                    None,
+                );
                 if let Some(f) = old {
                     m.remove(&f);
                 }

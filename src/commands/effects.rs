@@ -18,7 +18,8 @@ use crate::server::{fences, state};
 /// AOF replay runs on a client whose id is UINT64_MAX (`RedisModule_IsAOFClient`).
 const AOF_CLIENT_ID: u64 = u64::MAX;
 
-/// LOCK.APPLY key token deadline fence (and every older form the core reads).
+/// LOCK.APPLY key token deadline fence [SHARED | LIMIT n] [META label] (and every older form
+/// the core reads).
 /// Ordinary clients are refused: only the primary's link and AOF replay may apply effects.
 pub fn apply(ctx: &Context, args: Vec<RedisString>) -> RedisResult {
     guard::command(|| {
@@ -27,20 +28,21 @@ pub fn apply(ctx: &Context, args: Vec<RedisString>) -> RedisResult {
         let applied = parse_apply(&rest)?;
         let fence = applied.fence;
         let want = applied.want;
+        let meta = applied.meta.clone();
         // Checked (the fence fits) before it may raise the clock.
         let lock = applied.into_lock()?;
         fences::observe_fence_or_warn(ctx, fence);
         let mut lock_key = LockKey::open(ctx, key, Mode::Write)?;
         match want {
-            Want::Exclusive => lock_key.store(Value::Exclusive(Box::new(lock)))?,
+            Want::Exclusive => lock_key.store(Value::exclusive(lock, meta))?,
             Want::Shared { limit } => match lock_key.held()? {
                 Some(Held::Shared(shared)) => {
-                    shared.upsert(lock);
+                    shared.upsert(lock, meta);
                     lock_key.follow_deadline()?;
                 }
                 _ => {
                     let mut shared = SharedLock::new(limit);
-                    shared.insert(lock);
+                    shared.insert(lock, meta);
                     lock_key.store(Value::Shared(Box::new(shared)))?;
                 }
             },
@@ -75,7 +77,7 @@ pub fn drop_holder(ctx: &Context, args: Vec<RedisString>) -> RedisResult {
                 shared.remove(&token);
                 shared.is_empty()
             }
-            Some(Held::Exclusive(lock)) => lock.has_token(&token),
+            Some(Held::Exclusive(lock, _)) => lock.has_token(&token),
             None => false,
         };
         if empty {

@@ -1,5 +1,5 @@
-//! LOCK.ACQUIRE, LOCK.RENEW, LOCK.RELEASE and LOCK.INFO: parse into a typed request, read the
-//! key, let the core decide, write the effect, replicate it, reply.
+//! LOCK.ACQUIRE, LOCK.RENEW, LOCK.RELEASE, LOCK.INFO and LOCK.HOLDERS: parse into a typed
+//! request, read the key, let the core decide, write the effect, replicate it, reply.
 
 use std::collections::BTreeMap;
 
@@ -7,14 +7,15 @@ use redis_module::redisvalue::RedisValueKey;
 use redis_module::{Context, ContextFlags, RedisResult, RedisString, RedisValue};
 
 use lock_core::lock::{self, Lock};
-use lock_core::queue::LockId;
+use lock_core::meta::Meta;
+use lock_core::queue::{HoldOptions, LockId};
 use lock_core::request::{parse_release, AcquireRequest, RenewRequest};
 use lock_core::token::Token;
-use lock_core::value::{decide, Acquire, Held, Want};
+use lock_core::value::{decide, Acquire, Held, Value, Want};
 use lock_core::{LockError, LockResult};
 
 use crate::commands::key_and_rest;
-use crate::ffi::api::lock_id;
+use crate::ffi::api::{api, lock_id};
 use crate::ffi::key::{LockKey, Mode};
 use crate::ffi::{clock, guard, propagate};
 use crate::observe::config;
@@ -24,7 +25,8 @@ use crate::server::answer::grant_reply;
 use crate::server::runner::Current;
 use crate::server::{blocked, notices, runner, state};
 
-/// LOCK.ACQUIRE key ttl [TOKEN token] [BLOCK timeout] [SHARED | LIMIT n]
+/// LOCK.ACQUIRE key ttl [TOKEN token] [BLOCK timeout] [SHARED | LIMIT n] [EPHEMERAL]
+/// [META value]
 pub fn acquire(ctx: &Context, args: Vec<RedisString>) -> RedisResult {
     guard::command(|| {
         let (key, rest) = key_and_rest(&args, "lock.acquire")?;
@@ -33,6 +35,19 @@ pub fn acquire(ctx: &Context, args: Vec<RedisString>) -> RedisResult {
         if flags.contains(ContextFlags::EVICTED) {
             return Err(LockError::EvictionPossible);
         }
+        // Inside MULTI the context's client is the caller's connection; inside a script or a
+        // function it is the script's own, which never closes, and the server tells a module
+        // nothing of the caller's.
+        if request.ephemeral && flags.contains(ContextFlags::LUA) {
+            return Err(LockError::EphemeralInScript);
+        }
+        let options = HoldOptions {
+            meta: request.meta,
+            bind_to: match request.ephemeral {
+                true => Some(client_id(ctx)?),
+                false => None,
+            },
+        };
         let now = clock::now_ms()?;
         let deadline = lock::deadline(now, request.ttl_ms)?;
         if let Some(timeout) = request.block_ms {
@@ -64,6 +79,7 @@ pub fn acquire(ctx: &Context, args: Vec<RedisString>) -> RedisResult {
                         &token,
                         deadline,
                         Current::Free,
+                        &options,
                     )?,
                     Want::Shared { limit } => {
                         let fence = runner::grant_shared(
@@ -71,10 +87,10 @@ pub fn acquire(ctx: &Context, args: Vec<RedisString>) -> RedisResult {
                             key,
                             &mut lock_key,
                             &token,
-                            deadline,
-                            limit,
+                            (deadline, limit),
                             Current::Free,
                             now,
+                            &options,
                         )?;
                         let id = match id {
                             Some(id) => id,
@@ -92,7 +108,9 @@ pub fn acquire(ctx: &Context, args: Vec<RedisString>) -> RedisResult {
                 let token = request
                     .token
                     .ok_or_else(|| LockError::Internal("a retry without a token".into()))?;
-                let fence = extend(ctx, key, &mut lock_key, &token, deadline)?;
+                let fence = extend(ctx, key, &mut lock_key, &token, deadline, options.meta)?;
+                // A retry with EPHEMERAL moves the binding to this connection.
+                runner::bind(ctx, key, &token, fence, options.bind_to)?;
                 notices::event(ctx, notify::RENEWED, key);
                 Ok(grant_reply(token.as_bytes(), fence))
             }
@@ -118,6 +136,7 @@ pub fn acquire(ctx: &Context, args: Vec<RedisString>) -> RedisResult {
                         token,
                         ttl_ms: request.ttl_ms,
                         want: request.want,
+                        options,
                         timeout_ms: timeout,
                     };
                     blocked::block(ctx, id, wake, wait)
@@ -151,29 +170,45 @@ fn queue_of(
     Ok(Some(id))
 }
 
-/// The live holder with `token` keeps its fence and gets `deadline` (a retry or a renewal),
-/// replicated; the lock's timer follows. Its fence.
+/// The live holder with `token` keeps its fence and gets `deadline` (a retry or a renewal)
+/// and, when given, the label `meta` (a retry with META), replicated; the lock's timer
+/// follows. Its fence.
 fn extend(
     ctx: &Context,
     key: &RedisString,
     lock_key: &mut LockKey,
     token: &Token,
     deadline: i64,
+    meta: Option<Meta>,
 ) -> LockResult<u64> {
-    let fence = match lock_key.held()? {
-        Some(Held::Exclusive(lock)) => {
+    let (fence, relabeled) = match lock_key.held()? {
+        Some(Held::Exclusive(lock, old)) => {
             lock.deadline_ms = deadline;
-            lock.fence()
+            // A new label makes a new value (a lock without one has no room for it).
+            let relabeled = match meta {
+                Some(meta) if old != Some(&meta) => Some(Value::exclusive(
+                    Lock::new(token, deadline, lock.fence())?,
+                    Some(meta),
+                )),
+                _ => None,
+            };
+            (lock.fence(), relabeled)
         }
         Some(Held::Shared(shared)) => {
             shared.set_deadline(token, deadline);
-            shared.holder(token).map_or(0, Lock::fence)
+            if meta.is_some() {
+                shared.set_meta(token, meta);
+            }
+            (shared.holder(token).map_or(0, Lock::fence), None)
         }
         None => return Err(LockError::Internal("no lock to extend".into())),
     };
-    lock_key.follow_deadline()?;
+    match relabeled {
+        Some(value) => lock_key.replace(value)?,
+        None => lock_key.follow_deadline()?,
+    }
     match lock_key.held()? {
-        Some(Held::Exclusive(lock)) => propagate::replicate_lock(ctx, key, lock),
+        Some(Held::Exclusive(lock, meta)) => propagate::replicate_lock(ctx, key, lock, meta),
         _ => runner::replicate_holder(ctx, key, lock_key, token)?,
     }
     runner::owner_active(ctx, key, lock_key, token)?;
@@ -192,7 +227,7 @@ pub fn renew(ctx: &Context, args: Vec<RedisString>) -> RedisResult {
         if !holds(&mut lock_key, &request.token, now)? {
             return Ok(RedisValue::Integer(0));
         }
-        extend(ctx, key, &mut lock_key, &request.token, deadline)?;
+        extend(ctx, key, &mut lock_key, &request.token, deadline, None)?;
         count(&STATS.renewed);
         notices::event(ctx, notify::RENEWED, key);
         Ok(RedisValue::Integer(1))
@@ -225,7 +260,7 @@ fn holds(lock_key: &mut LockKey, token: &Token, now: i64) -> LockResult<bool> {
         .is_some_and(|held| held.holder(token, now).is_some()))
 }
 
-/// LOCK.INFO key: fence, holders, limit, mode, remaining ttl and waiters; never a token.
+/// LOCK.INFO key: fence, holders, limit, meta, mode, remaining ttl and waiters; never a token.
 pub fn info(ctx: &Context, args: Vec<RedisString>) -> RedisResult {
     guard::command(|| {
         let (key, rest) = key_and_rest(&args, "lock.info")?;
@@ -243,9 +278,9 @@ pub fn info(ctx: &Context, args: Vec<RedisString>) -> RedisResult {
             .and_then(|fence| i64::try_from(fence).ok())
             .ok_or_else(|| LockError::Internal("fence out of range".into()))?;
         let ttl = held.deadline().map_or(0, |d| d.saturating_sub(now).max(0));
-        let (mode, limit) = match &held {
-            Held::Exclusive(_) => ("exclusive", None),
-            Held::Shared(shared) => ("shared", shared.limit()),
+        let (mode, limit, meta) = match &held {
+            Held::Exclusive(_, meta) => ("exclusive", None, *meta),
+            Held::Shared(shared) => ("shared", shared.limit(), None),
         };
         let mut fields = vec![
             ("fence", RedisValue::Integer(fence)),
@@ -257,10 +292,72 @@ pub fn info(ctx: &Context, args: Vec<RedisString>) -> RedisResult {
         if let Some(limit) = limit {
             fields.push(("limit", RedisValue::Integer(i64::from(limit))));
         }
-        Ok(RedisValue::OrderedMap(BTreeMap::from_iter(
-            fields
-                .into_iter()
-                .map(|(name, value)| (RedisValueKey::String(name.into()), value)),
-        )))
+        if let Some(meta) = meta {
+            fields.push(("meta", RedisValue::StringBuffer(meta.as_bytes().to_vec())));
+        }
+        Ok(map(fields))
     })
+}
+
+/// LOCK.HOLDERS key: each live holder in grant order, with its fence, remaining ttl, mode,
+/// whether it is bound to a connection here, and its label; never a token.
+pub fn holders(ctx: &Context, args: Vec<RedisString>) -> RedisResult {
+    guard::command(|| {
+        let (key, rest) = key_and_rest(&args, "lock.holders")?;
+        if !rest.is_empty() {
+            return Err(LockError::WrongArity("lock.holders"));
+        }
+        let now = clock::now_ms()?;
+        let mut lock_key = LockKey::open(ctx, key, Mode::Read)?;
+        let Some(held) = lock_key.held()?.filter(|held| held.is_live(now)) else {
+            return Ok(RedisValue::Null);
+        };
+        let id = match runner::anything_bound() {
+            true => Some(lock_id(ctx, key)?),
+            false => None,
+        };
+        let mut entries = Vec::new();
+        for holder in held.live(now) {
+            let fence = i64::try_from(holder.lock.fence())
+                .map_err(|_| LockError::Internal("fence out of range".into()))?;
+            let ephemeral = id.as_ref().is_some_and(|id| {
+                let mut buf = [0u8; lock_core::compact::INLINE_TEXT_MAX];
+                Token::parse(holder.lock.token(&mut buf)).is_ok_and(|token| {
+                    state::with(|s| s.bindings.is_bound(id, &token, holder.lock.fence()))
+                        .unwrap_or(false)
+                })
+            });
+            let mode = if holder.shared { "shared" } else { "exclusive" };
+            let mut fields = vec![
+                ("ephemeral", RedisValue::Integer(i64::from(ephemeral))),
+                ("fence", RedisValue::Integer(fence)),
+                ("mode", RedisValue::BulkString(mode.into())),
+                ("ttl", RedisValue::Integer(holder.lock.remaining_ms(now))),
+            ];
+            if let Some(meta) = holder.meta {
+                fields.push(("meta", RedisValue::StringBuffer(meta.as_bytes().to_vec())));
+            }
+            entries.push(map(fields));
+        }
+        Ok(RedisValue::Array(entries))
+    })
+}
+
+/// Fields as a map (RESP3), or a flat array of name/value pairs (RESP2), in name order.
+fn map(fields: Vec<(&str, RedisValue)>) -> RedisValue {
+    RedisValue::OrderedMap(BTreeMap::from_iter(
+        fields
+            .into_iter()
+            .map(|(name, value)| (RedisValueKey::String(name.into()), value)),
+    ))
+}
+
+/// The id of the connection running the command (inside MULTI, the transaction's).
+fn client_id(ctx: &Context) -> LockResult<u64> {
+    let get = api!(RedisModule_GetClientId)?;
+    // SAFETY: ctx is live for this command call.
+    match unsafe { get(ctx.ctx) } {
+        0 => Err(LockError::Internal("no client to bind the hold to".into())),
+        id => Ok(id),
+    }
 }

@@ -146,6 +146,29 @@ impl LockKey {
         self.follow_deadline()
     }
 
+    /// Put `value` in place of the lock stored here, as the same lock changed (a new label):
+    /// unlike `store`, the server sees no key replaced (no unlink callback, no new expiry).
+    pub fn replace(&mut self, value: Value) -> LockResult<()> {
+        let key = self.writable()?;
+        let replace_value = api!(RedisModule_ModuleTypeReplaceValue)?;
+        let raw = value.into_raw();
+        let mut old = ptr::null_mut();
+        // SAFETY: the key holds a value of this type; on success the server owns `raw` and
+        // hands back the old value, which is ours to free.
+        let replaced = unsafe { replace_value(key.as_ptr(), lock_type(), raw, &mut old) };
+        if replaced != raw::REDISMODULE_OK as c_int {
+            drop(unsafe { Value::from_raw(raw) });
+            return Err(LockError::Internal(
+                "could not replace the lock value".into(),
+            ));
+        }
+        if !old.is_null() {
+            drop(unsafe { Value::from_raw(old) });
+        }
+        self.value = raw;
+        self.follow_deadline()
+    }
+
     /// After a holder's deadline moved, or a shared holder came or went: the key expires at
     /// the lock's latest holder deadline.
     pub fn follow_deadline(&mut self) -> LockResult<()> {

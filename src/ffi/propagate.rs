@@ -7,7 +7,30 @@ use std::os::raw::{c_char, c_int, c_longlong};
 use lock_core::compact::INLINE_TEXT_MAX;
 use lock_core::effect::Effect;
 use lock_core::lock::Lock;
+use lock_core::meta::Meta;
 use redis_module::{raw, Context, RedisString};
+
+/// Call `$send` for one holder: `$first`, the command, the format, the key, the token (as a
+/// buffer and its length), the deadline and the fence, then `$extra` (the mode, the label).
+macro_rules! send_holder {
+    ($send:expr, $first:expr, $command:expr, $key:expr, $format:expr, $token:expr,
+     $deadline:expr, $fence:expr $(, $extra:expr)*) => {
+        // SAFETY: see send_effect.
+        unsafe {
+            $send(
+                $first,
+                $command,
+                $format.as_ptr(),
+                $key,
+                $token.as_ptr().cast::<c_char>(),
+                $token.len(),
+                $deadline as c_longlong,
+                $fence as c_longlong
+                $(, $extra)*
+            )
+        }
+    };
+}
 
 /// Call the variadic server function `$send` with `$first` (a context or an AOF IO handle),
 /// then the effect's command, format and arguments. `$key` is the lock's key, absent only for
@@ -23,51 +46,91 @@ macro_rules! send_effect {
                 token,
                 deadline_ms,
                 fence,
-            } => unsafe {
-                $send(
+                meta,
+            } => match meta {
+                None => send_holder!(
+                    $send,
                     $first,
                     command,
-                    c"sbll".as_ptr(),
                     $key,
-                    token.as_ptr().cast::<c_char>(),
-                    token.len(),
-                    deadline_ms as c_longlong,
-                    fence as c_longlong,
-                )
+                    c"sbll",
+                    token,
+                    deadline_ms,
+                    fence
+                ),
+                Some(meta) => send_holder!(
+                    $send,
+                    $first,
+                    command,
+                    $key,
+                    c"sbllcb",
+                    token,
+                    deadline_ms,
+                    fence,
+                    c"META".as_ptr(),
+                    meta.as_ptr().cast::<c_char>(),
+                    meta.len()
+                ),
             },
             Effect::Share {
                 token,
                 deadline_ms,
                 fence,
                 limit,
-            } => match limit {
-                None => unsafe {
-                    $send(
-                        $first,
-                        command,
-                        c"sbllc".as_ptr(),
-                        $key,
-                        token.as_ptr().cast::<c_char>(),
-                        token.len(),
-                        deadline_ms as c_longlong,
-                        fence as c_longlong,
-                        c"SHARED".as_ptr(),
-                    )
-                },
-                Some(n) => unsafe {
-                    $send(
-                        $first,
-                        command,
-                        c"sbllcl".as_ptr(),
-                        $key,
-                        token.as_ptr().cast::<c_char>(),
-                        token.len(),
-                        deadline_ms as c_longlong,
-                        fence as c_longlong,
-                        c"LIMIT".as_ptr(),
-                        n as c_longlong,
-                    )
-                },
+                meta,
+            } => match (limit, meta) {
+                (None, None) => send_holder!(
+                    $send,
+                    $first,
+                    command,
+                    $key,
+                    c"sbllc",
+                    token,
+                    deadline_ms,
+                    fence,
+                    c"SHARED".as_ptr()
+                ),
+                (Some(n), None) => send_holder!(
+                    $send,
+                    $first,
+                    command,
+                    $key,
+                    c"sbllcl",
+                    token,
+                    deadline_ms,
+                    fence,
+                    c"LIMIT".as_ptr(),
+                    n as c_longlong
+                ),
+                (None, Some(meta)) => send_holder!(
+                    $send,
+                    $first,
+                    command,
+                    $key,
+                    c"sbllccb",
+                    token,
+                    deadline_ms,
+                    fence,
+                    c"SHARED".as_ptr(),
+                    c"META".as_ptr(),
+                    meta.as_ptr().cast::<c_char>(),
+                    meta.len()
+                ),
+                (Some(n), Some(meta)) => send_holder!(
+                    $send,
+                    $first,
+                    command,
+                    $key,
+                    c"sbllclcb",
+                    token,
+                    deadline_ms,
+                    fence,
+                    c"LIMIT".as_ptr(),
+                    n as c_longlong,
+                    c"META".as_ptr(),
+                    meta.as_ptr().cast::<c_char>(),
+                    meta.len()
+                ),
             },
             Effect::Release => unsafe { $send($first, command, c"s".as_ptr(), $key) },
             Effect::DropHolder { token } => unsafe {
@@ -114,10 +177,11 @@ pub fn replicate(ctx: &Context, key: *mut raw::RedisModuleString, effect: &Effec
     }
 }
 
-/// Send the lock's state, as stored under `key`, to replicas and the AOF.
-pub fn replicate_lock(ctx: &Context, key: &RedisString, lock: &Lock) {
+/// Send the exclusive lock's state (with its label), as stored under `key`, to replicas and
+/// the AOF.
+pub fn replicate_lock(ctx: &Context, key: &RedisString, lock: &Lock, meta: Option<&Meta>) {
     let mut buf = [0u8; INLINE_TEXT_MAX];
-    replicate(ctx, key.inner, &Effect::apply(lock, &mut buf));
+    replicate(ctx, key.inner, &Effect::apply(lock, meta, &mut buf));
 }
 
 /// Write `effect` on `key` into the AOF being rewritten.

@@ -1,10 +1,11 @@
 //! The server's timers, on a context the caller gives (the module's own detached context,
 //! as timers outlive the commands that start them).
 
+use std::ffi::c_void;
 use std::time::Duration;
 
 use lock_core::handoff::TimerId;
-use redis_module::Context;
+use redis_module::{raw, Context};
 
 use crate::ffi::clock;
 
@@ -40,3 +41,16 @@ pub fn until(at: i64) -> Duration {
         u64::try_from(at.saturating_sub(now)).unwrap_or(0),
     ))
 }
+
+/// Have the event loop wake up now, so that a timer started from code the server runs just
+/// before it sleeps (where it frees clients that closed) fires at once, not at the loop's next
+/// tick (up to 1000/hz ms later). A one-shot event wakes the loop; its callback has nothing
+/// to do, the loop then runs the timers that are due.
+pub fn wake_event_loop() {
+    if let Some(add) = unsafe { raw::RedisModule_EventLoopAddOneShot } {
+        // SAFETY: a plain call with a callback that ignores its null data.
+        unsafe { add(Some(nothing), std::ptr::null_mut()) };
+    }
+}
+
+unsafe extern "C" fn nothing(_data: *mut c_void) {}

@@ -1,6 +1,6 @@
 //! What `COMMAND DOCS` and `COMMAND INFO` say about each command, and its key spec, set with
 //! `RedisModule_SetCommandInfo` (Redis 7.0+). The key specs are what ACL key patterns and
-//! cluster routing go by: read-only for LOCK.INFO, read-write for the others.
+//! cluster routing go by: read-only for LOCK.INFO and LOCK.HOLDERS, read-write for the others.
 
 use std::ffi::{CStr, CString};
 use std::os::raw::c_int;
@@ -14,6 +14,7 @@ struct CommandDoc {
     acl: &'static CStr,
     public: bool,
     summary: &'static CStr,
+    complexity: &'static CStr,
     arity: c_int,
     key_flags: u32,
     args: &'static [ArgDoc],
@@ -88,7 +89,8 @@ const DOCS: &[CommandDoc] = &[
         name: c"lock.acquire",
         acl: c"write blocking",
         public: true,
-        summary: c"Takes the lock for ttl milliseconds; replies [token, fence], or null if it cannot be granted. With BLOCK, waits in FIFO order for up to timeout ms (0: no limit). SHARED: a shared hold beside other shared ones; LIMIT n: one of at most n shared holds.",
+        summary: c"Takes the lock for ttl milliseconds; replies [token, fence], or null if it cannot be granted. With BLOCK, waits in FIFO order for up to timeout ms (0: no limit). SHARED: a shared hold beside other shared ones; LIMIT n: one of at most n shared holds. EPHEMERAL: the hold ends when this connection closes. META: a public label of the hold.",
+        complexity: c"O(1)",
         arity: -3,
         key_flags: RW_UPDATE,
         args: &[
@@ -97,6 +99,8 @@ const DOCS: &[CommandDoc] = &[
             option(c"token", c"TOKEN", STRING),
             option(c"timeout", c"BLOCK", INTEGER),
             MODE,
+            option(c"ephemeral", c"EPHEMERAL", PURE_TOKEN),
+            option(c"meta", c"META", STRING),
         ],
     },
     CommandDoc {
@@ -104,6 +108,7 @@ const DOCS: &[CommandDoc] = &[
         acl: c"write fast",
         public: true,
         summary: c"Moves the deadline of the hold of token to now + ttl; replies 1, or 0 if token holds nothing.",
+        complexity: c"O(1)",
         arity: 4,
         key_flags: RW_UPDATE,
         args: &[arg(c"key", KEY), arg(c"token", STRING), arg(c"ttl", INTEGER)],
@@ -113,6 +118,7 @@ const DOCS: &[CommandDoc] = &[
         acl: c"write fast",
         public: true,
         summary: c"Ends the hold of token (the lock goes to waiters, or is freed with its last holder); replies 1, or 0 if token holds nothing.",
+        complexity: c"O(1)",
         arity: 3,
         key_flags: raw::REDISMODULE_CMD_KEY_RW | raw::REDISMODULE_CMD_KEY_DELETE,
         args: &[arg(c"key", KEY), arg(c"token", STRING)],
@@ -121,7 +127,18 @@ const DOCS: &[CommandDoc] = &[
         name: c"lock.info",
         acl: c"read fast",
         public: true,
-        summary: c"Replies the fence, holders, limit, mode, remaining ttl and waiters of a held lock, or null if it is free.",
+        summary: c"Replies the fence, holders, limit, meta, mode, remaining ttl and waiters of a held lock, or null if it is free.",
+        complexity: c"O(1)",
+        arity: 2,
+        key_flags: raw::REDISMODULE_CMD_KEY_RO | raw::REDISMODULE_CMD_KEY_ACCESS,
+        args: &[arg(c"key", KEY)],
+    },
+    CommandDoc {
+        name: c"lock.holders",
+        acl: c"read",
+        public: true,
+        summary: c"Replies each live holder of a held lock in grant order (fence, ttl, mode, ephemeral, meta), or null if it is free; never a token.",
+        complexity: c"O(N log N) where N is the number of holders",
         arity: 2,
         key_flags: raw::REDISMODULE_CMD_KEY_RO | raw::REDISMODULE_CMD_KEY_ACCESS,
         args: &[arg(c"key", KEY)],
@@ -131,6 +148,7 @@ const DOCS: &[CommandDoc] = &[
         acl: c"write",
         public: false,
         summary: c"Internal: stores a lock, or one shared holder, as the primary made it (replication and AOF only).",
+        complexity: c"O(1)",
         arity: -5,
         key_flags: raw::REDISMODULE_CMD_KEY_OW | raw::REDISMODULE_CMD_KEY_UPDATE,
         args: &[
@@ -139,6 +157,7 @@ const DOCS: &[CommandDoc] = &[
             arg(c"deadline", UNIX_TIME),
             arg(c"fence", INTEGER),
             MODE,
+            option(c"meta", c"META", STRING),
         ],
     },
     CommandDoc {
@@ -146,6 +165,7 @@ const DOCS: &[CommandDoc] = &[
         acl: c"write",
         public: false,
         summary: c"Internal: removes one shared holder, and the key with the last (replication and AOF only).",
+        complexity: c"O(1)",
         arity: 3,
         key_flags: raw::REDISMODULE_CMD_KEY_RW | raw::REDISMODULE_CMD_KEY_DELETE,
         args: &[arg(c"key", KEY), arg(c"token", STRING)],
@@ -155,6 +175,7 @@ const DOCS: &[CommandDoc] = &[
         acl: c"write",
         public: false,
         summary: c"Internal: raises the fence clock to fence (replication and AOF only).",
+        complexity: c"O(1)",
         arity: 2,
         key_flags: NO_KEY,
         args: &[arg(c"fence", INTEGER)],
@@ -164,7 +185,7 @@ const DOCS: &[CommandDoc] = &[
 /// `key_flags` of a command without keys.
 const NO_KEY: u32 = 0;
 
-/// The module's own ACL category: `+@lock` grants the four public commands.
+/// The module's own ACL category: `+@lock` grants the five public commands.
 const MODULE_CATEGORY: &CStr = c"lock";
 
 /// Attach docs, key specs and ACL categories to every command. On a server without the API
@@ -213,7 +234,7 @@ pub fn register(ctx: &Context) -> bool {
         let info = raw::RedisModuleCommandInfo {
             version: &version,
             summary: doc.summary.as_ptr(),
-            complexity: c"O(1)".as_ptr(),
+            complexity: doc.complexity.as_ptr(),
             since: c"0.1.0".as_ptr(),
             history: ptr::null_mut(),
             tips: ptr::null(),

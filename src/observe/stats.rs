@@ -18,6 +18,8 @@ pub struct Stats {
     pub handed_off: AtomicU64,
     /// Waiting clients whose BLOCK timeout passed (or that CLIENT UNBLOCK released).
     pub timeouts: AtomicU64,
+    /// Ephemeral holds released because their connection closed (also counted in `released`).
+    pub closed_releases: AtomicU64,
 }
 
 pub static STATS: Stats = Stats {
@@ -29,6 +31,7 @@ pub static STATS: Stats = Stats {
     expired: AtomicU64::new(0),
     handed_off: AtomicU64::new(0),
     timeouts: AtomicU64::new(0),
+    closed_releases: AtomicU64::new(0),
 };
 
 pub fn count(counter: &AtomicU64) {

@@ -5,7 +5,7 @@ use std::ffi::c_void;
 use std::os::raw::c_int;
 use std::time::{Duration, Instant};
 
-use lock_core::queue::LockId;
+use lock_core::queue::{HoldOptions, LockId};
 use lock_core::token::Token;
 use lock_core::value::Want;
 use lock_core::{LockError, LockResult};
@@ -29,6 +29,7 @@ pub struct Wait {
     pub token: Token,
     pub ttl_ms: i64,
     pub want: Want,
+    pub options: HoldOptions,
     /// 0: no limit.
     pub timeout_ms: i64,
 }
@@ -40,6 +41,7 @@ pub fn block(ctx: &Context, id: LockId, wake: (i64, bool), wait: Wait) -> LockRe
         token,
         ttl_ms,
         want,
+        options,
         timeout_ms,
     } = wait;
     // Timed on the monotonic clock, so a wall-clock step or the server clock's whole
@@ -57,7 +59,10 @@ pub fn block(ctx: &Context, id: LockId, wake: (i64, bool), wait: Wait) -> LockRe
     // timeout can never race a grant inside the server (on Redis 7.0 that race left the
     // client without any reply). The timeout callback still serves CLIENT UNBLOCK.
     let handle = block::block(ctx, &CALLBACKS)?;
-    let serial = match state::with(|s| s.handoff.wait(id.clone(), handle, token, ttl_ms, want)) {
+    let serial = match state::with(|s| {
+        s.handoff
+            .wait(id.clone(), handle, token, ttl_ms, want, options)
+    }) {
         Ok(serial) => serial,
         Err(e) => {
             // Not queued, so nothing else would ever unblock it.

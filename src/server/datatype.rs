@@ -14,8 +14,9 @@ use lock_core::compact::INLINE_TEXT_MAX;
 use lock_core::effect::Effect;
 use lock_core::fence::Observed;
 use lock_core::lock::Lock;
+use lock_core::meta::Meta;
 use lock_core::shared::SharedLock;
-use lock_core::value::{self, Held, Value};
+use lock_core::value::{self, Held, Labeled, Value};
 use redis_module::native_types::RedisType;
 use redis_module::raw;
 
@@ -134,12 +135,12 @@ unsafe extern "C" fn aof_rewrite(
     guard::callback((), || {
         let mut buf = [0u8; INLINE_TEXT_MAX];
         match value_of(value) {
-            Some(Held::Exclusive(lock)) => {
-                propagate::emit_aof(aof, key, &Effect::apply(lock, &mut buf));
+            Some(Held::Exclusive(lock, meta)) => {
+                propagate::emit_aof(aof, key, &Effect::apply(lock, meta, &mut buf));
             }
             Some(Held::Shared(shared)) => {
-                for holder in shared.holders() {
-                    let effect = Effect::share(holder, shared.limit(), &mut buf);
+                for (holder, meta) in shared.entries() {
+                    let effect = Effect::share(holder, shared.limit(), meta, &mut buf);
                     propagate::emit_aof(aof, key, &effect);
                 }
             }
@@ -150,7 +151,10 @@ unsafe extern "C" fn aof_rewrite(
 
 unsafe extern "C" fn mem_usage(value: *const c_void) -> usize {
     guard::callback(0, || match value_of(value) {
-        Some(Held::Exclusive(lock)) => std::mem::size_of::<Lock>() + lock.heap_bytes(),
+        Some(Held::Exclusive(lock, None)) => std::mem::size_of::<Lock>() + lock.heap_bytes(),
+        Some(Held::Exclusive(lock, Some(meta))) => {
+            std::mem::size_of::<Labeled>() + lock.heap_bytes() + meta.heap_bytes()
+        }
         Some(Held::Shared(shared)) => std::mem::size_of::<SharedLock>() + shared.heap_bytes(),
         None => 0,
     })
@@ -172,25 +176,29 @@ unsafe extern "C" fn digest(md: *mut raw::RedisModuleDigest, value: *mut c_void)
         };
         // One sequence per holder (the server combines sequences regardless of order), and
         // for a shared lock one with its limit.
-        let holder = |lock: &Lock| {
+        let holder = |(lock, meta): (&Lock, Option<&Meta>)| {
             let mut buf = [0u8; INLINE_TEXT_MAX];
             let token = lock.token(&mut buf);
             unsafe {
                 add_buffer(md, token.as_ptr().cast::<c_char>().cast_mut(), token.len());
                 add_long(md, lock.deadline_ms);
                 add_long(md, lock.fence() as c_longlong);
+                if let Some(meta) = meta {
+                    let meta = meta.as_bytes();
+                    add_buffer(md, meta.as_ptr().cast::<c_char>().cast_mut(), meta.len());
+                }
                 end(md);
             }
         };
         match held {
-            Held::Exclusive(lock) => holder(lock),
+            Held::Exclusive(lock, meta) => holder((lock, meta)),
             Held::Shared(shared) => {
                 let limit = shared.limit().map_or(-1, c_longlong::from);
                 unsafe {
                     add_long(md, limit);
                     end(md);
                 }
-                shared.holders().for_each(holder);
+                shared.entries().for_each(holder);
             }
         }
     })
@@ -216,7 +224,7 @@ unsafe extern "C" fn defrag(
             if !moved.is_null() {
                 *value = tagged(moved);
             }
-            if let Some(Held::Exclusive(lock)) = value_of(*value) {
+            if let Some(Held::Exclusive(lock, _)) = value_of(*value) {
                 lock.defrag_token(|bytes| defrag_alloc(ctx, bytes.cast()).cast());
             }
         }
@@ -262,7 +270,7 @@ unsafe extern "C" fn unlink(ctx: *mut raw::RedisModuleKeyOptCtx, value: *const c
                     && held.deadline().is_some_and(|d| d >= serving_since);
                 match held {
                     _ if !ended => 0,
-                    Held::Exclusive(_) => 1,
+                    Held::Exclusive(..) => 1,
                     Held::Shared(shared) => shared.len(),
                 }
             }

@@ -1,6 +1,7 @@
 //! The server events the module follows: flushes and SWAPDB (locks freed without a key
 //! callback), promotions and data loads (the fence clock jumps, the counters restart their
-//! notion of "serving"), and forks (the fence clock is written for the AOF).
+//! notion of "serving"), demotions (bindings go), closed connections (their ephemeral holds
+//! end), and forks (the fence clock is written for the AOF).
 
 use std::ffi::c_void;
 use std::time::Duration;
@@ -26,6 +27,7 @@ pub fn watch(ctx: &Context) -> LockResult<()> {
         on_role_changed,
     )?;
     subscribe(ctx, raw::REDISMODULE_EVENT_LOADING, on_loading)?;
+    subscribe(ctx, raw::REDISMODULE_EVENT_CLIENT_CHANGE, on_client_change)?;
     subscribe(ctx, raw::REDISMODULE_EVENT_FORK_CHILD, on_fork)
 }
 
@@ -43,7 +45,9 @@ unsafe extern "C" fn on_flush(
         let Some(info) = (unsafe { data.cast::<raw::RedisModuleFlushInfo>().as_ref() }) else {
             return;
         };
-        runner::serve_later((info.dbnum >= 0).then_some(info.dbnum));
+        let db = (info.dbnum >= 0).then_some(info.dbnum);
+        state::update(|s| s.bindings.flushed(db));
+        runner::serve_later(db);
     })
 }
 
@@ -58,6 +62,7 @@ unsafe extern "C" fn on_swapdb(
         let Some(info) = (unsafe { data.cast::<raw::RedisModuleSwapDbInfo>().as_ref() }) else {
             return;
         };
+        state::update(|s| s.bindings.swapped(info.dbnum_first, info.dbnum_second));
         runner::serve_later(Some(info.dbnum_first));
         runner::serve_later(Some(info.dbnum_second));
     })
@@ -75,7 +80,29 @@ unsafe extern "C" fn on_role_changed(
         if subevent == raw::REDISMODULE_EVENT_REPLROLECHANGED_NOW_MASTER {
             fences::jump_next_grant();
             sweep::after_promotion();
+        } else {
+            // A replica's data is its primary's: no connection here ends a hold any more.
+            state::update(|s| s.bindings.clear());
         }
+    })
+}
+
+/// A client connection closed (QUIT, killed, dropped, timed out): its ephemeral holds end.
+unsafe extern "C" fn on_client_change(
+    _ctx: *mut raw::RedisModuleCtx,
+    _event: raw::RedisModuleEvent,
+    subevent: u64,
+    data: *mut c_void,
+) {
+    guard::callback((), || {
+        if subevent != raw::REDISMODULE_SUBEVENT_CLIENT_CHANGE_DISCONNECTED {
+            return;
+        }
+        // SAFETY: the server passes a RedisModuleClientInfo (version 1) with this event.
+        let Some(info) = (unsafe { data.cast::<raw::RedisModuleClientInfo>().as_ref() }) else {
+            return;
+        };
+        runner::connection_closed(info.id);
     })
 }
 

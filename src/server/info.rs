@@ -30,7 +30,13 @@ unsafe extern "C" fn section(ctx: *mut raw::RedisModuleInfoCtx, _for_crash_repor
             return;
         };
         let waiting = u64::try_from(state::total_waiters()).unwrap_or(u64::MAX);
-        let fields: [(&CStr, u64); 9] = [
+        let (bound, connections) = state::with(|s| (s.bindings.len(), s.bindings.clients()))
+            .map(|(b, c)| {
+                let n = |n: usize| u64::try_from(n).unwrap_or(u64::MAX);
+                (n(b), n(c))
+            })
+            .unwrap_or((0, 0));
+        let fields: [(&CStr, u64); 12] = [
             (c"keys", get(&STATS.locks)),
             (c"waiting", waiting),
             (c"acquired", get(&STATS.acquired)),
@@ -40,6 +46,9 @@ unsafe extern "C" fn section(ctx: *mut raw::RedisModuleInfoCtx, _for_crash_repor
             (c"expired", get(&STATS.expired)),
             (c"handed_off", get(&STATS.handed_off)),
             (c"timeouts", get(&STATS.timeouts)),
+            (c"ephemeral_holds", bound),
+            (c"ephemeral_connections", connections),
+            (c"closed_releases", get(&STATS.closed_releases)),
         ];
         // SAFETY: ctx is the server's info context for this call; names are static.
         unsafe {

@@ -2,7 +2,9 @@
 //! shared lock's room, to its first waiters (from RELEASE itself, from a timer at a holder's
 //! deadline, and, deferred to a 0 ms timer because the server is in the middle of deleting,
 //! after DEL, overwrite, FLUSHDB, FLUSHALL and SWAPDB), pruning expired shared holders, taking
-//! back grants whose reply never arrived, and the timers all of this runs on.
+//! back grants whose reply never arrived, ending the ephemeral holds of a closed connection
+//! (deferred to a 0 ms timer too: a connection can close in the middle of anything), and the
+//! timers all of this runs on.
 //!
 //! The grant is decided, stored and replicated where the lock is freed; the reply callback
 //! (`blocked.rs`) only delivers it. Timers and deferred work write only on a primary, and never
@@ -11,10 +13,11 @@
 
 use std::time::{Duration, Instant};
 
+use lock_core::bindings::{ClientId, Hold, Orphan};
 use lock_core::effect::Effect;
 use lock_core::handoff::{Left, Revoke, TimerChange};
 use lock_core::lock::{self, Lock};
-use lock_core::queue::{LockId, Waiter};
+use lock_core::queue::{HoldOptions, LockId, Waiter};
 use lock_core::shared::SharedLock;
 use lock_core::token::Token;
 use lock_core::value::{Held, Value, Want};
@@ -100,16 +103,24 @@ fn grant_waiter(
 ) -> LockResult<()> {
     let deadline = lock::deadline(now, waiter.ttl_ms)?;
     let fence = match waiter.want {
-        Want::Exclusive => grant_exclusive(ctx, key, lock_key, &waiter.token, deadline, current)?,
-        Want::Shared { limit } => grant_shared(
+        Want::Exclusive => grant_exclusive(
             ctx,
             key,
             lock_key,
             &waiter.token,
             deadline,
-            limit,
+            current,
+            &waiter.options,
+        )?,
+        Want::Shared { limit } => grant_shared(
+            ctx,
+            key,
+            lock_key,
+            &waiter.token,
+            (deadline, limit),
             current,
             now,
+            &waiter.options,
         )?,
     };
     count(&STATS.handed_off);
@@ -128,8 +139,8 @@ fn grant_waiter(
     Ok(())
 }
 
-/// A new exclusive lock for `token` until `deadline`, replacing what the key holds (free, or
-/// `current`). Replicated; its fence.
+/// A new exclusive lock for `token` until `deadline`, with `options`, replacing what the key
+/// holds (free, or `current`). Replicated; its fence.
 pub fn grant_exclusive(
     ctx: &Context,
     key: &RedisString,
@@ -137,28 +148,65 @@ pub fn grant_exclusive(
     token: &Token,
     deadline: i64,
     current: Current,
+    options: &HoldOptions,
 ) -> LockResult<u64> {
     let lock = Lock::new(token, deadline, fences::grant_fence()?)?;
     let fence = lock.fence();
-    replacing(current, || lock_key.store(Value::Exclusive(Box::new(lock))))?;
-    if let Some(Held::Exclusive(stored)) = lock_key.held()? {
-        propagate::replicate_lock(ctx, key, stored);
+    let value = Value::exclusive(lock, options.meta.clone());
+    // The lock it replaces takes its bindings with it (the unlink callback): bind after.
+    replacing(current, || lock_key.store(value))?;
+    if let Some(Held::Exclusive(stored, meta)) = lock_key.held()? {
+        propagate::replicate_lock(ctx, key, stored, meta);
     }
+    bind(ctx, key, token, fence, options.bind_to)?;
     Ok(fence)
 }
 
-/// A new shared holder with `token` until `deadline`: it joins the live shared lock under the
-/// key, or starts one with `limit` (replacing a free lock). Replicated; its fence.
+/// Bind the hold of `token`, granted with `fence`, to the connection `client` (EPHEMERAL).
+pub fn bind(
+    ctx: &Context,
+    key: &RedisString,
+    token: &Token,
+    fence: u64,
+    client: Option<ClientId>,
+) -> LockResult<()> {
+    if let Some(client) = client {
+        let id = lock_id(ctx, key)?;
+        state::with(|s| s.bindings.bind(&id, token, fence, client))?;
+    }
+    Ok(())
+}
+
+/// Shared holders of the lock `id` left: their bindings go.
+fn unbind<'a>(id: &LockId, tokens: impl Iterator<Item = &'a [u8]>) {
+    state::update(|s| {
+        for token in tokens {
+            if let Ok(token) = Token::parse(token) {
+                s.bindings.unbind(id, &token);
+            }
+        }
+    });
+}
+
+/// Whether any hold is bound to a connection (if the state cannot be read: true, the careful
+/// answer).
+pub fn anything_bound() -> bool {
+    state::with(|s| !s.bindings.is_empty()).unwrap_or(true)
+}
+
+/// A new shared holder with `token` until `deadline` (with `options`): it joins the live shared
+/// lock under the key, or starts one with `limit` (replacing a free lock). Replicated; its
+/// fence.
 #[allow(clippy::too_many_arguments)]
 pub fn grant_shared(
     ctx: &Context,
     key: &RedisString,
     lock_key: &mut LockKey,
     token: &Token,
-    deadline: i64,
-    limit: Option<u32>,
+    (deadline, limit): (i64, Option<u32>),
     current: Current,
     now: i64,
+    options: &HoldOptions,
 ) -> LockResult<u64> {
     // Holders that expired since the caller looked leave first, replicated: a replica must
     // not keep them inside the shared lock this grant joins or replaces.
@@ -172,8 +220,12 @@ pub fn grant_shared(
             .map(Lock::fence)
         {
             shared.set_deadline(token, deadline);
+            if options.meta.is_some() {
+                shared.set_meta(token, options.meta.clone());
+            }
             lock_key.follow_deadline()?;
             replicate_holder(ctx, key, lock_key, token)?;
+            bind(ctx, key, token, fence, options.bind_to)?;
             return Ok(fence);
         }
     }
@@ -181,16 +233,17 @@ pub fn grant_shared(
     let fence = holder.fence();
     match lock_key.held()? {
         Some(Held::Shared(shared)) if shared.live(now) > 0 => {
-            shared.insert(holder);
+            shared.insert(holder, options.meta.clone());
             lock_key.follow_deadline()?;
         }
         _ => {
             let mut shared = SharedLock::new(limit);
-            shared.insert(holder);
+            shared.insert(holder, options.meta.clone());
             replacing(current, || lock_key.store(Value::Shared(Box::new(shared))))?;
         }
     }
     replicate_holder(ctx, key, lock_key, token)?;
+    bind(ctx, key, token, fence, options.bind_to)?;
     Ok(fence)
 }
 
@@ -204,11 +257,8 @@ pub fn replicate_holder(
     if let Some(Held::Shared(shared)) = lock_key.held()? {
         if let Some(holder) = shared.holder(token) {
             let mut buf = [0u8; lock_core::compact::INLINE_TEXT_MAX];
-            propagate::replicate(
-                ctx,
-                key.inner,
-                &Effect::share(holder, shared.limit(), &mut buf),
-            );
+            let effect = Effect::share(holder, shared.limit(), shared.meta(token), &mut buf);
+            propagate::replicate(ctx, key.inner, &effect);
         }
     }
     Ok(())
@@ -241,6 +291,7 @@ pub fn free_holder(
         },
     );
     let id = lock_id(ctx, key)?;
+    unbind(&id, std::iter::once(token.as_bytes()));
     let granted = if state::anyone_waiting() {
         grant_to_head(ctx, key, lock_key, &id, Current::Free)?
     } else {
@@ -282,6 +333,14 @@ pub fn prune(ctx: &Context, key: &RedisString, lock_key: &mut LockKey, now: i64)
     let gone = shared.prune(now);
     let empty = shared.is_empty();
     let mut buf = [0u8; lock_core::compact::INLINE_TEXT_MAX];
+    if anything_bound() {
+        let id = lock_id(ctx, key)?;
+        let mut spelled = Vec::with_capacity(gone.len());
+        for holder in &gone {
+            spelled.push(holder.token(&mut buf).to_vec());
+        }
+        unbind(&id, spelled.iter().map(Vec::as_slice));
+    }
     for holder in &gone {
         let token = holder.token(&mut buf);
         propagate::replicate(ctx, key.inner, &Effect::DropHolder { token });
@@ -459,16 +518,39 @@ fn on_block_timeout(_ctx: &Context, timeout: BlockTimeout) {
 /// `expired` is how many holders the key still had whose deadlines passed (0: not an expiry).
 pub fn key_removed(db: i32, key: &[u8], expired: usize) {
     count_by(&STATS.expired, expired);
-    // Runs for every deleted or replaced lock (each RELEASE): no work when nobody waits.
-    if expired == 0 && !state::anyone_waiting() {
+    // Runs for every deleted or replaced lock (each RELEASE): no work when nobody waits and
+    // no hold is bound to a connection.
+    let quiet = state::with(|s| !s.handoff.anyone_waiting() && s.bindings.is_empty());
+    if expired == 0 && quiet == Ok(true) {
         return;
     }
     let id = LockId {
         db,
         key: key.to_vec(),
     };
-    if state::with(|s| s.handoff.key_removed(id, expired)) == Ok(true) {
+    let serve = state::with(|s| {
+        s.bindings.lock_gone(&id);
+        s.handoff.key_removed(id, expired)
+    });
+    if serve == Ok(true) {
         schedule_runner(0);
+    }
+}
+
+/// The connection `client` closed: the holds bound to it end, right after (nothing to do,
+/// beyond one look, for a connection that held nothing ephemeral).
+pub fn connection_closed(client: ClientId) {
+    let schedule = state::with(|s| {
+        if s.bindings.is_empty() {
+            return false;
+        }
+        let orphans = s.bindings.closed(client);
+        s.handoff.orphaned(orphans)
+    });
+    if schedule == Ok(true) {
+        schedule_runner(0);
+        // A client that QUIT or was killed by another is freed just before the server sleeps.
+        timer::wake_event_loop();
     }
 }
 
@@ -539,6 +621,11 @@ fn run_pending(ctx: &Context) {
             ctx.log_warning(&format!("lock hand-off: {e}"));
         }
     }
+    for orphan in pending.orphans {
+        if let Err(e) = end_orphan(ctx, orphan) {
+            ctx.log_warning(&format!("lock: an ephemeral hold was not ended: {e}"));
+        }
+    }
     for id in pending.serve {
         if let Err(e) = serve(ctx, &id) {
             ctx.log_warning(&format!("lock hand-off: {e}"));
@@ -598,4 +685,35 @@ fn take_back(ctx: &Context, revoke: Revoke) -> LockResult<()> {
         return Ok(());
     }
     free_holder(ctx, &key, &mut lock_key, &revoke.token)
+}
+
+/// An ephemeral hold whose connection closed: released, as its owner's RELEASE would be,
+/// unless it ended or changed hands since (another fence).
+fn end_orphan(ctx: &Context, orphan: Orphan) -> LockResult<()> {
+    let Orphan {
+        hold: Hold { lock, token },
+        fence,
+    } = orphan;
+    if cluster::served_here(ctx, &lock.key).is_err() {
+        // The slot left: the hold goes on with its own deadline on its new node.
+        return Ok(());
+    }
+    let (key, lock_key) = open(ctx, &lock)?;
+    let mut lock_key = match lock_key {
+        Ok(lock_key) => lock_key,
+        Err(LockError::WrongType) => return Ok(()),
+        Err(e) => return Err(e),
+    };
+    let now = clock::now_ms()?;
+    let still_bound = lock_key.held()?.is_some_and(|held| {
+        held.holder(&token, now)
+            .is_some_and(|holder| holder.fence() == fence)
+    });
+    if !still_bound {
+        return Ok(());
+    }
+    count(&STATS.released);
+    count(&STATS.closed_releases);
+    notices::event(ctx, notify::RELEASED, &key);
+    free_holder(ctx, &key, &mut lock_key, &token)
 }

@@ -1,5 +1,6 @@
 //! The module's one state, owned here: the fence clock, the hand-off machine (waiters, grants
-//! in flight, timers, deferred work), and the few facts the callbacks share. It lives on the
+//! in flight, timers, deferred work), the bindings of ephemeral holds to their connections,
+//! and the few facts the callbacks share. It lives on the
 //! server's main thread, where every command, callback, timer and event runs.
 //!
 //! Two kinds of values live elsewhere, for the server's sake: the counters of `INFO lock`
@@ -13,6 +14,7 @@
 use std::cell::{Cell, RefCell};
 use std::ptr;
 
+use lock_core::bindings::Bindings;
 use lock_core::fence::FenceClock;
 use lock_core::handoff::HandOff;
 use lock_core::queue::LockId;
@@ -25,6 +27,8 @@ use crate::ffi::block::Blocked;
 pub struct State {
     pub fence: FenceClock,
     pub handoff: HandOff<Blocked>,
+    /// Which connection each ephemeral hold ends with (on a primary; never saved).
+    pub bindings: Bindings,
     /// Since when (Unix ms) this server serves clients: while it loads data it does not, and a
     /// lock whose deadline passed before it served (while the server was down, or during the
     /// load) did not expire in its care, so it is neither counted nor notified as expired.
@@ -46,6 +50,7 @@ thread_local! {
     static STATE: RefCell<State> = RefCell::new(State {
         fence: FenceClock::new(),
         handoff: HandOff::new(),
+        bindings: Bindings::new(),
         serving_since_ms: i64::MAX,
         replacing_live: false,
         eviction_possible: false,
