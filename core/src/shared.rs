@@ -24,12 +24,17 @@ use crate::token::Token;
 /// The largest `LIMIT`.
 pub const MAX_LIMIT: u32 = 1_000_000;
 
+// Within the allocator's 256-byte size class, where it was before labels.
+const _: () = assert!(std::mem::size_of::<SharedLock>() <= 256);
+
 pub struct SharedLock {
     /// None for `SHARED`, `n` for `LIMIT n`.
     limit: Option<u32>,
     holders: Vec<Lock>,
-    /// Each holder's label, by position: empty (no cost) until some holder has one.
-    labels: Vec<Option<Meta>>,
+    /// Each holder's label, by position: None until some holder has one (boxed, so that a
+    /// lock without labels stays in its allocator size class: 8 bytes, not a vector's 24).
+    #[allow(clippy::box_collection)] // the box is the point: one pointer, not three words
+    labels: Option<Box<Vec<Option<Meta>>>>,
     /// The position in `holders` of each holder, by the hash of its token.
     by_token: HashTable<u32>,
     soonest: Heap,
@@ -194,7 +199,7 @@ impl SharedLock {
         Self {
             limit,
             holders: Vec::new(),
-            labels: Vec::new(),
+            labels: None,
             by_token: HashTable::new(),
             soonest: Heap::new(Order::SoonestDeadline),
             latest: Heap::new(Order::LatestDeadline),
@@ -260,7 +265,7 @@ impl SharedLock {
     /// The label of the holder with this token, live or not.
     pub fn meta(&self, token: &Token) -> Option<&Meta> {
         let p = self.position(token)?;
-        self.labels.get(p as usize)?.as_ref()
+        self.labels.as_ref()?.get(p as usize)?.as_ref()
     }
 
     /// Label the holder with `token` (None: no label); false if there is none.
@@ -268,10 +273,10 @@ impl SharedLock {
         let Some(p) = self.position(token) else {
             return false;
         };
-        if meta.is_some() && self.labels.is_empty() {
-            self.labels.resize(self.holders.len(), None);
+        if meta.is_some() && self.labels.is_none() {
+            self.labels = Some(Box::new(vec![None; self.holders.len()]));
         }
-        if let Some(label) = self.labels.get_mut(p as usize) {
+        if let Some(label) = self.labels.as_mut().and_then(|l| l.get_mut(p as usize)) {
             *label = meta;
         }
         true
@@ -281,9 +286,10 @@ impl SharedLock {
     pub fn insert(&mut self, holder: Lock, meta: Option<Meta>) {
         self.make_room();
         let p = self.holders.len() as u32;
-        if meta.is_some() || !self.labels.is_empty() {
-            self.labels.resize(self.holders.len(), None);
-            self.labels.push(meta);
+        if meta.is_some() || self.labels.is_some() {
+            let labels = self.labels.get_or_insert_with(Box::default);
+            labels.resize(self.holders.len(), None);
+            labels.push(meta);
         }
         let mut buf = [0u8; INLINE_TEXT_MAX];
         let hash = self.hash(holder.token(&mut buf));
@@ -349,11 +355,11 @@ impl SharedLock {
             }
         }
         let holder = self.holders.swap_remove(p as usize);
-        if !self.labels.is_empty() {
-            self.labels.swap_remove(p as usize);
-            if self.labels.iter().all(Option::is_none) && self.labels.len() < 64 {
+        if let Some(labels) = self.labels.as_mut() {
+            labels.swap_remove(p as usize);
+            if labels.len() < 64 && labels.iter().all(Option::is_none) {
                 // Back to no cost once no holder is labeled (checked while that is cheap).
-                self.labels = Vec::new();
+                self.labels = None;
             }
         }
         self.shrink();
@@ -463,7 +469,10 @@ impl SharedLock {
             .holders
             .iter()
             .enumerate()
-            .map(|(p, h)| (h, self.labels.get(p).and_then(Option::as_ref)))
+            .map(|(p, h)| {
+                let label = self.labels.as_ref().and_then(|l| l.get(p));
+                (h, label.and_then(Option::as_ref))
+            })
             .collect();
         all.sort_unstable_by_key(|(h, _)| h.fence());
         all.into_iter()
@@ -471,20 +480,20 @@ impl SharedLock {
 
     /// Whether some holder has a label.
     pub fn labeled(&self) -> bool {
-        self.labels.iter().any(Option::is_some)
+        self.labels
+            .as_ref()
+            .is_some_and(|l| l.iter().any(Option::is_some))
     }
 
     /// Heap bytes beyond the `SharedLock` itself.
     pub fn heap_bytes(&self) -> usize {
         self.holders.capacity() * std::mem::size_of::<Lock>()
             + self.holders.iter().map(Lock::heap_bytes).sum::<usize>()
-            + self.labels.capacity() * std::mem::size_of::<Option<Meta>>()
-            + self
-                .labels
-                .iter()
-                .flatten()
-                .map(Meta::heap_bytes)
-                .sum::<usize>()
+            + self.labels.as_ref().map_or(0, |l| {
+                std::mem::size_of::<Vec<Option<Meta>>>()
+                    + l.capacity() * std::mem::size_of::<Option<Meta>>()
+                    + l.iter().flatten().map(Meta::heap_bytes).sum::<usize>()
+            })
             + self.by_token.allocation_size()
             + self.soonest.bytes()
             + self.latest.bytes()
@@ -668,7 +677,7 @@ mod tests {
         }
         s.remove(&tok("t2"));
         assert!(!s.labeled());
-        assert_eq!(s.labels.capacity(), 0, "no cost once nobody is labeled");
+        assert!(s.labels.is_none(), "no cost once nobody is labeled");
         assert!(!s.set_meta(&tok("gone"), None));
         let fences: Vec<u64> = s.entries().map(|(h, _)| h.fence()).collect();
         assert_eq!(fences, vec![2, 4, 7, 8, 9, 10]);
