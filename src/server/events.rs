@@ -12,7 +12,7 @@ use redis_module::{raw, Context};
 
 use crate::ffi::api::clients_paused;
 use crate::ffi::subscribe::subscribe;
-use crate::ffi::{clock, guard, propagate, timer};
+use crate::ffi::{clock, cluster, guard, propagate, timer};
 use crate::server::{fences, runner, state, sweep};
 
 /// Subscribe to every event below.
@@ -164,7 +164,9 @@ fn write_clock(ctx: &Context, (): ()) {
         if last == 0 {
             return;
         }
-        if clients_paused() {
+        // The fork may be a slot migration's snapshot: a keyless effect during it would fail
+        // the migration, so the clock waits for its end.
+        if clients_paused() || cluster::exporting_slots(ctx) {
             timer::start(ctx, Duration::from_millis(50), write_clock, ());
             return;
         }
