@@ -273,13 +273,18 @@ impl SharedLock {
         let Some(p) = self.position(token) else {
             return false;
         };
-        if meta.is_some() && self.labels.is_none() {
-            self.labels = Some(Box::new(vec![None; self.holders.len()]));
-        }
-        if let Some(label) = self.labels.as_mut().and_then(|l| l.get_mut(p as usize)) {
-            *label = meta;
+        if meta.is_some() || self.labels.is_some() {
+            self.labels_mut()[p as usize] = meta;
         }
         true
+    }
+
+    /// The labels, made (none labeled) on first use; one per stored holder.
+    fn labels_mut(&mut self) -> &mut Vec<Option<Meta>> {
+        let len = self.holders.len();
+        let labels = self.labels.get_or_insert_with(Box::default);
+        labels.resize(len, None);
+        labels
     }
 
     /// Add a holder whose token holds nothing here yet (the caller checked with `holder`).
@@ -287,9 +292,7 @@ impl SharedLock {
         self.make_room();
         let p = self.holders.len() as u32;
         if meta.is_some() || self.labels.is_some() {
-            let labels = self.labels.get_or_insert_with(Box::default);
-            labels.resize(self.holders.len(), None);
-            labels.push(meta);
+            self.labels_mut().push(meta);
         }
         let mut buf = [0u8; INLINE_TEXT_MAX];
         let hash = self.hash(holder.token(&mut buf));

@@ -312,21 +312,34 @@ pub fn holders(ctx: &Context, args: Vec<RedisString>) -> RedisResult {
         let Some(held) = lock_key.held()?.filter(|held| held.is_live(now)) else {
             return Ok(RedisValue::Null);
         };
-        let id = match runner::anything_bound() {
-            true => Some(lock_id(ctx, key)?),
-            false => None,
+        let live = held.live(now);
+        // Which holders are bound to a connection, read in one look at the state.
+        let bound: Vec<bool> = match runner::anything_bound() {
+            false => vec![false; live.len()],
+            true => {
+                let id = lock_id(ctx, key)?;
+                let tokens: Vec<Option<Token>> = (live.iter())
+                    .map(|h| {
+                        let mut buf = [0u8; lock_core::compact::INLINE_TEXT_MAX];
+                        Token::parse(h.lock.token(&mut buf)).ok()
+                    })
+                    .collect();
+                state::with(|s| {
+                    (live.iter().zip(&tokens))
+                        .map(|(h, token)| {
+                            token
+                                .as_ref()
+                                .is_some_and(|t| s.bindings.is_bound(&id, t, h.lock.fence()))
+                        })
+                        .collect()
+                })
+                .unwrap_or_else(|_| vec![false; live.len()])
+            }
         };
         let mut entries = Vec::new();
-        for holder in held.live(now) {
+        for (holder, ephemeral) in live.iter().zip(bound) {
             let fence = i64::try_from(holder.lock.fence())
                 .map_err(|_| LockError::Internal("fence out of range".into()))?;
-            let ephemeral = id.as_ref().is_some_and(|id| {
-                let mut buf = [0u8; lock_core::compact::INLINE_TEXT_MAX];
-                Token::parse(holder.lock.token(&mut buf)).is_ok_and(|token| {
-                    state::with(|s| s.bindings.is_bound(id, &token, holder.lock.fence()))
-                        .unwrap_or(false)
-                })
-            });
             let mode = if holder.shared { "shared" } else { "exclusive" };
             let mut fields = vec![
                 ("ephemeral", RedisValue::Integer(i64::from(ephemeral))),

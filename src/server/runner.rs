@@ -177,9 +177,13 @@ pub fn bind(
     Ok(())
 }
 
-/// Shared holders of the lock `id` left: their bindings go.
+/// Shared holders of the lock `id` left: their bindings go (no token is read when nothing is
+/// bound, as on every RELEASE of a shared holder without EPHEMERAL).
 fn unbind<'a>(id: &LockId, tokens: impl Iterator<Item = &'a [u8]>) {
     state::update(|s| {
+        if s.bindings.is_empty() {
+            return;
+        }
         for token in tokens {
             if let Ok(token) = Token::parse(token) {
                 s.bindings.unbind(id, &token);
@@ -676,15 +680,20 @@ fn take_back(ctx: &Context, revoke: Revoke) -> LockResult<()> {
     cluster::served_here(ctx, &revoke.lock.key)?;
     let (key, lock_key) = open(ctx, &revoke.lock)?;
     let mut lock_key = lock_key?;
-    let now = clock::now_ms()?;
-    let still_ours = lock_key.held()?.is_some_and(|held| {
-        held.holder(&revoke.token, now)
-            .is_some_and(|holder| holder.fence() == revoke.fence)
-    });
-    if !still_ours {
+    if !still_granted(&mut lock_key, &revoke.token, revoke.fence)? {
         return Ok(());
     }
     free_holder(ctx, &key, &mut lock_key, &revoke.token)
+}
+
+/// Whether `token` still holds the lock under the key with the grant of `fence` (it has not
+/// ended or changed hands since).
+fn still_granted(lock_key: &mut LockKey, token: &Token, fence: u64) -> LockResult<bool> {
+    let now = clock::now_ms()?;
+    Ok(lock_key.held()?.is_some_and(|held| {
+        held.holder(token, now)
+            .is_some_and(|holder| holder.fence() == fence)
+    }))
 }
 
 /// An ephemeral hold whose connection closed: released, as its owner's RELEASE would be,
@@ -704,12 +713,7 @@ fn end_orphan(ctx: &Context, orphan: Orphan) -> LockResult<()> {
         Err(LockError::WrongType) => return Ok(()),
         Err(e) => return Err(e),
     };
-    let now = clock::now_ms()?;
-    let still_bound = lock_key.held()?.is_some_and(|held| {
-        held.holder(&token, now)
-            .is_some_and(|holder| holder.fence() == fence)
-    });
-    if !still_bound {
+    if !still_granted(&mut lock_key, &token, fence)? {
         return Ok(());
     }
     count(&STATS.released);
