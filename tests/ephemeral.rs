@@ -782,3 +782,52 @@ fn leader_election_recipe() {
         ]
     );
 }
+
+#[test]
+fn an_ephemeral_hold_still_ends_at_its_deadline_while_its_connection_stays_open() {
+    let srv = Server::start();
+    let mut admin = srv.conn();
+    let mut holder = srv.raw();
+    raw_acquire(&mut holder, "short", 300, &["TOKEN", "t", "EPHEMERAL"]);
+    assert_eq!(stat(&mut admin, "ephemeral_holds"), 1);
+    std::thread::sleep(Duration::from_millis(400));
+    // The connection is open and idle; the deadline ends the hold, and its binding with it.
+    assert!(is_free(&mut admin, "short"));
+    assert_eq!(
+        holder.cmd(&[b"LOCK.RENEW", b"short", b"t", b"1000"]),
+        b":0\r\n"
+    );
+    wait_for("the binding to go with the key", || {
+        stat(&mut admin, "ephemeral_holds") == 0
+    });
+    drop(holder);
+    std::thread::sleep(Duration::from_millis(100));
+    assert_eq!(
+        stat(&mut admin, "closed_releases"),
+        0,
+        "nothing left to release"
+    );
+}
+
+#[test]
+fn after_a_failover_an_ephemeral_hold_lives_on_until_its_deadline() {
+    let primary = Server::start();
+    let replica = primary.replica(&[]);
+    let mut p = primary.conn();
+    let mut holder = primary.raw();
+    let (_, fence) = raw_acquire(&mut holder, "leader", 60_000, &["TOKEN", "t", "EPHEMERAL"]);
+    call(&mut p, &[b"WAIT", b"1", b"1000"]);
+    let mut r = replica.conn();
+    call(&mut r, &[b"REPLICAOF", b"NO", b"ONE"]);
+    // The binding stayed on the old primary: closing the holder's connection there does not
+    // end the hold on the promoted replica, which keeps it to its deadline.
+    drop(holder);
+    wait_for("the old primary releases it", || is_free(&mut p, "leader"));
+    let h = &holders_of(&mut r, "leader").expect("held on the new primary")[0];
+    assert_eq!((h.fence, h.ephemeral), (fence, 0));
+    assert!(h.ttl > 50_000, "{}", h.ttl);
+    assert_eq!(
+        int(call(&mut r, &[b"LOCK.RENEW", b"leader", b"t", b"60000"])),
+        1
+    );
+}
