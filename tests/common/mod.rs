@@ -237,12 +237,18 @@ fn launch(
     );
 }
 
+/// A free loopback port of at most 55535, so the cluster bus port (+10000) fits too.
 fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
+    loop {
+        let port = TcpListener::bind("127.0.0.1:0")
+            .unwrap()
+            .local_addr()
+            .unwrap()
+            .port();
+        if port <= 55535 {
+            return port;
+        }
+    }
 }
 
 fn wait_ready(port: u16, child: &mut Child) -> bool {
@@ -813,4 +819,64 @@ pub fn has_module_acl_categories(con: &mut redis::Connection) -> bool {
 /// fired a keyspace event).
 pub fn has_post_notification_jobs(con: &mut redis::Connection) -> bool {
     after_redis_7_0(con)
+}
+
+/// A server started without the module (for clients that must notice it is missing); killed
+/// when dropped.
+pub struct PlainServer {
+    pub port: u16,
+    child: Child,
+}
+
+impl PlainServer {
+    pub fn start() -> Self {
+        let port = free_port();
+        let mut child = Command::new(server_binary())
+            .args(["--port", &port.to_string(), "--bind", "127.0.0.1"])
+            .args(["--save", "", "--appendonly", "no", "--daemonize", "no"])
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("cannot start the server binary");
+        assert!(
+            wait_ready(port, &mut child),
+            "the plain server did not start"
+        );
+        PlainServer { port, child }
+    }
+
+    pub fn url(&self) -> String {
+        format!("redis://127.0.0.1:{}/", self.port)
+    }
+}
+
+impl Drop for PlainServer {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// The `calls` of `cmdstat_<name>` in INFO commandstats (0 if never called).
+pub fn command_calls(con: &mut redis::Connection, name: &str) -> u64 {
+    info_field(con, "commandstats", &format!("cmdstat_{name}"))
+        .and_then(|v| {
+            v.split(',')
+                .find_map(|kv| kv.strip_prefix("calls=").map(str::to_string))
+        })
+        .and_then(|n| n.parse().ok())
+        .unwrap_or(0)
+}
+
+/// The ids of the connections blocked in a command (CLIENT LIST's `flags` has `b`).
+pub fn blocked_client_ids(con: &mut redis::Connection) -> Vec<String> {
+    let list: String = redis::cmd("CLIENT").arg("LIST").query(con).unwrap();
+    list.lines()
+        .filter(|l| {
+            l.split(' ')
+                .any(|f| f.strip_prefix("flags=").is_some_and(|v| v.contains('b')))
+        })
+        .filter_map(|l| l.split(' ').find_map(|f| f.strip_prefix("id=")))
+        .map(str::to_string)
+        .collect()
 }
