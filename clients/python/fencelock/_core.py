@@ -47,7 +47,9 @@ WAIT, RENEW, LOST = "wait", "renew", "lost"
 
 # The I/O operations that the step generators below yield; the sync and the asyncio drivers
 # (fencelock._sync / fencelock.asyncio) run them and send back the result or throw in the error.
-OPEN = "open"          # (OPEN, name, address, bound) -> a connected connection of our own
+OPEN = "open"          # (OPEN, name, address, bound, stale) -> a connected connection of our
+#                        own; `stale`: after a connection error, so a cluster client's slot map
+#                        is refreshed first (bounded by `bound`, at most once per RETRY_PAUSE)
 CALL = "call"          # (CALL, conn, args, bound) -> the answer, waited for at most `bound` s
 COMMAND = "command"    # (COMMAND, args) -> the answer through the user's client
 CLOSE = "close"        # (CLOSE, conn or None)
@@ -275,14 +277,19 @@ def is_redirect(exc):
     return isinstance(exc, (rx.AskError, rx.TryAgainError, rx.ClusterDownError))
 
 
-def redirect_target(exc, address):
-    """Where to ask next after `exc`: a MOVED/ASK answer's node; after TRYAGAIN or CLUSTERDOWN
-    the slot map's owner again (None); after a connection error the same `address`."""
+def redirect_target(exc):
+    """Where to ask next after `exc`: a MOVED/ASK answer's node; else (TRYAGAIN, CLUSTERDOWN,
+    a connection error: the node may be gone, its replica promoted) the slot map's owner again
+    (None), the map refreshed first after a connection error (see `stale`)."""
     if isinstance(exc, rx.AskError):
         return exc.node_addr
-    if is_redirect(exc):
-        return None
-    return address
+    return None
+
+
+def stale(error):
+    """True after a connection error: a cluster client's slot map may name a node that is gone
+    (a failover), so it is refreshed before the owner is looked up again."""
+    return isinstance(error, CONNECTION_ERRORS)
 
 
 def asking(exc):
@@ -394,15 +401,15 @@ def renewed(reply):
     return reply == 1
 
 
-def retry_or_raise(error, deadline, address):
+def retry_or_raise(error, deadline):
     """After a failed attempt (connection error, timeout or error answer): raise it (an error
     answer, or the deadline is near), or return the address for the next attempt (a MOVED/ASK
-    answer's target, else `address`)."""
+    answer's target, else None: the slot map's owner)."""
     if isinstance(error, rx.ResponseError) and not is_redirect(error):
         raise server_error(error)
     if isinstance(error, NOT_RETRIED) or now() + RETRY_PAUSE >= deadline:
         raise error
-    return redirect_target(error, address)
+    return redirect_target(error)
 
 
 def renew_outcome(hold, reply, error, send_time):
@@ -440,7 +447,8 @@ def acquire_steps(request, retry_budget):
                         if not track:
                             conn = yield from open_steps(request.name, address, bound, error)
                         else:
-                            conn = yield from open_steps(request.name, address, bound)
+                            conn = yield from open_steps(request.name, address, bound, error,
+                                                         ask=False)
                             conn_id = yield from client_id_steps(conn, bound)
                             # a grant to the closed one is then seen by this retry (same token)
                             yield from gone_steps(conn, closed_id, bound)
@@ -467,7 +475,7 @@ def acquire_steps(request, retry_budget):
                 if conn is not None:
                     closed_id = conn_id
                 conn, conn_id, error = None, None, e
-                address = retry_or_raise(e, deadline, address)
+                address = retry_or_raise(e, deadline)
             yield SLEEP, RETRY_PAUSE
         if fence is None or not request.ephemeral:
             yield CLOSE, conn
@@ -525,17 +533,18 @@ def _watch(hold):
                 return value
             if step == RENEW:  # retry soon on a new connection (to a redirect's target)
                 yield CLOSE, conn
-                conn, hold.address = None, redirect_target(value, hold.address)
+                conn, hold.address = None, redirect_target(value)
                 retry_at = now() + RETRY_PAUSE
     finally:
         yield CLOSE, conn
 
 
-def open_steps(name, address, bound, error=None):
-    """A connection of our own to `address` (None: the slot map's owner of `name`); after an
-    ASK answer (`error`) it sends ASKING first."""
-    conn = yield OPEN, name, address, bound
-    if asking(error):
+def open_steps(name, address, bound, error=None, ask=True):
+    """A connection of our own to `address` (None: the slot map's owner of `name`, the map
+    refreshed first after a connection error, `error`); after an ASK answer it sends ASKING
+    first (unless `ask` is False: the caller sends it later)."""
+    conn = yield OPEN, name, address, bound, stale(error)
+    if ask and asking(error):
         try:
             yield CALL, conn, ["ASKING"], bound
         except BaseException:
@@ -552,7 +561,7 @@ def plain_steps(args, retry_budget):
         try:
             return (yield COMMAND, args)
         except (rx.ResponseError,) + CONNECTION_ERRORS as e:
-            retry_or_raise(e, deadline, None)
+            retry_or_raise(e, deadline)
         yield SLEEP, RETRY_PAUSE
 
 
@@ -595,7 +604,7 @@ def forget_steps(request, address, retry_budget, gone=None):
     bound = max(min(retry_budget, 1.0), 0.2)
     conn = None
     try:
-        conn = yield OPEN, request.name, address, bound
+        conn = yield OPEN, request.name, address, bound, False
         yield from gone_steps(conn, gone, bound)
         yield CALL, conn, request.release_args(), bound
     except Exception as e:

@@ -32,6 +32,38 @@ def _call(conn, args, bound):
     return conn.read_response()
 
 
+class _SlotMapRefresh:
+    """Refreshes of a cluster client's slot map (its nodes manager's initialize()) after a
+    connection error on a connection of ours: one at a time, a new one at most once per
+    RETRY_PAUSE, each on a thread of its own, so that a caller waits for it only as long as it
+    may (the user's client may have no socket timeout at all) and then goes on with the map
+    as it is."""
+
+    def __init__(self, manager):
+        self._manager, self._mutex = manager, threading.Lock()
+        self._done, self._next = None, 0.0
+
+    def wait(self, until):
+        """Start a refresh unless one is in flight or was started less than RETRY_PAUSE ago;
+        wait for it until the monotonic time `until`."""
+        with self._mutex:
+            done = self._done
+            if done is None or (done.is_set() and core.now() >= self._next):
+                done = self._done = threading.Event()
+                self._next = core.now() + core.RETRY_PAUSE
+                threading.Thread(target=self._run, args=(done,), daemon=True,
+                                 name="fencelock slot map refresh").start()
+        done.wait(max(until - core.now(), 0.0))
+
+    def _run(self, done):
+        try:
+            self._manager.initialize()
+        except Exception as e:
+            log.debug("refreshing the cluster's slot map failed: %s", e)
+        finally:
+            done.set()
+
+
 class Locks:
     """The entry point: locks on the server(s) of a ``redis.Redis`` or ``redis.RedisCluster``.
 
@@ -42,11 +74,17 @@ class Locks:
                  retry_budget=core.DEFAULT_RETRY_BUDGET):
         core.check_settings(client, False, ttl, drift, retry_budget)
         self.client, self.ttl, self.drift, self.retry_budget = client, ttl, drift, retry_budget
+        self._refresh, self._refresh_mutex = None, threading.Lock()  # see _refresher
 
-    def _open(self, name, address, bound):
-        """A connection of our own to the server that owns `name`, with the user's settings."""
-        cls, kwargs = core.connection_template(self.client, name, address)
+    def _open(self, name, address, bound, stale=False):
+        """A connection of our own to the server that owns `name`, with the user's settings;
+        `stale`: after a connection error (refresh a cluster client's slot map first)."""
         io = core.io_timeout(bound)
+        if stale and hasattr(self.client, "nodes_manager"):  # within the connect's bound
+            until = core.now() + io
+            self._refresher().wait(until)
+            io = core.io_timeout(until - core.now())
+        cls, kwargs = core.connection_template(self.client, name, address)
         conn = cls(**core.dedicated_kwargs(kwargs, io, io))
         try:
             conn.connect()
@@ -54,6 +92,13 @@ class Locks:
             _close(conn)
             raise
         return conn
+
+    def _refresher(self):
+        """The cluster client's _SlotMapRefresh, made on first use."""
+        with self._refresh_mutex:
+            if self._refresh is None:
+                self._refresh = _SlotMapRefresh(self.client.nodes_manager)
+            return self._refresh
 
     def _run(self, steps, held=None):
         """Drive a step generator of fencelock._core: run each I/O operation it yields, send

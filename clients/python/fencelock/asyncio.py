@@ -48,11 +48,33 @@ class Locks:
                  retry_budget=core.DEFAULT_RETRY_BUDGET):
         core.check_settings(client, True, ttl, drift, retry_budget)
         self.client, self.ttl, self.drift, self.retry_budget = client, ttl, drift, retry_budget
+        self._refreshing, self._refresh_next = None, 0.0  # see _refresh
 
-    async def _open(self, name, address, bound):
+    async def _refresh(self, until):
+        """Refresh the cluster client's slot map after a connection error on a connection of
+        ours (a failover: the node gone, its replica promoted): one refresh at a time, a new one
+        at most once per RETRY_PAUSE, waited for until the monotonic time `until` (it goes on
+        in its task past that, for the next caller; a cancelled caller does not cancel it)."""
+        task = self._refreshing
+        if task is None or (task.done() and core.now() >= self._refresh_next):
+            self._refresh_next = core.now() + core.RETRY_PAUSE
+            task = self._refreshing = asyncio.ensure_future(self._refresh_map())
+        await asyncio.wait({task}, timeout=max(until - core.now(), 0.0))
+
+    async def _refresh_map(self):
+        try:
+            await self.client.nodes_manager.initialize()
+        except Exception as e:
+            log.debug("refreshing the cluster's slot map failed: %s", e)
+
+    async def _open(self, name, address, bound, stale=False):
         io = core.io_timeout(bound)
         if hasattr(self.client, "nodes_manager"):  # the slot map (at once once it is known)
+            until = core.now() + io
             await _bounded(self.client.initialize(), io, "the cluster's slot map")
+            if stale:  # after a connection error, within the same bound as the connect
+                await self._refresh(until)
+            io = core.io_timeout(until - core.now())
         cls, kwargs = core.connection_template(self.client, name, address)
         conn = cls(**core.dedicated_kwargs(kwargs, None, io))
         try:

@@ -112,30 +112,42 @@ class Server:
 
 
 class Cluster:
-    """Three primaries, the 16384 slots split evenly, joined with CLUSTER MEET."""
+    """Three primaries, the 16384 slots split evenly, joined with CLUSTER MEET; `replicas`: the
+    indexes of the primaries that get one replica each (`self.replicas[i]`), in sync when it
+    returns; `extra`: more arguments for every node."""
 
-    def __init__(self, n=3):
-        self.nodes = []
+    def __init__(self, n=3, replicas=(), extra=()):
+        self.nodes, self.replicas = [], {}
         try:
             for _ in range(n):
-                self.nodes.append(Server(cluster=True))
-            clients = [node.client() for node in self.nodes]
+                self.nodes.append(Server(cluster=True, extra=extra))
+            for i in replicas:
+                self.replicas[i] = Server(cluster=True, extra=extra)
+            everyone = self.nodes + list(self.replicas.values())
+            clients = [node.client(decode_responses=True) for node in everyone]
             per = 16384 // n
-            for i, c in enumerate(clients):
+            for i, c in enumerate(clients[:n]):
                 last = 16383 if i == n - 1 else (i + 1) * per - 1
                 c.execute_command("CLUSTER", "ADDSLOTSRANGE", i * per, last)
-            for node in self.nodes[1:]:
-                bus = int(node.client().config_get("cluster-port")["cluster-port"]) or node.port + 10000
+            for node, c in zip(everyone[1:], clients[1:]):
+                bus = int(c.config_get("cluster-port")["cluster-port"]) or node.port + 10000
                 clients[0].execute_command("CLUSTER", "MEET", "127.0.0.1", node.port, bus)
 
             def ready():
                 for c in clients:
                     info = c.cluster("info")
-                    if info.get("cluster_state") != "ok" or int(info.get("cluster_known_nodes", 0)) != n:
+                    if (info.get("cluster_state") != "ok"
+                            or int(info.get("cluster_known_nodes", 0)) != len(everyone)):
                         return False
                 return True
 
             wait_until(ready, 20, 0.05, "the cluster")
+            for i, replica in self.replicas.items():
+                with replica.client() as c:
+                    primary_id = clients[i].execute_command("CLUSTER", "MYID")
+                    c.execute_command("CLUSTER", "REPLICATE", primary_id)
+                    wait_until(lambda: c.info("replication").get("master_link_status") == "up",
+                               20, 0.05, "the replica's sync")
             for c in clients:
                 c.close()
         except BaseException:
@@ -147,5 +159,5 @@ class Cluster:
         return self.nodes[0]
 
     def stop(self):
-        for node in self.nodes:
+        for node in self.nodes + list(self.replicas.values()):
             node.stop()

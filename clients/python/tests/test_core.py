@@ -87,6 +87,17 @@ class GoneBeforeRelease(unittest.TestCase):
         self.assertEqual(args[4][0], "LOCK.ACQUIRE")
         self.assertIn("TOKEN", args[4])
 
+    def test_after_a_connection_error_the_slot_map_is_refreshed_and_asked_again(self):
+        # a MOVED answer's node, then a connection error there (a failover): the next
+        # connection goes to the slot map's owner again, the map refreshed first (stale)
+        acquires = iter([rx.MovedError("12 127.0.0.1:7001"), rx.ConnectionError("refused"),
+                         [b"t" * 32, 42]])
+        driver = Driver(server(lambda a: next(acquires), lambda a: 7, lambda a: b""))
+        hold, _ = driver.run(core.acquire_steps(request(), 1.0))
+        opens = [(op[2], op[4]) for op in driver.steps if op[0] == core.OPEN]
+        self.assertEqual(opens, [(None, False), (("127.0.0.1", 7001), False), (None, True)])
+        self.assertEqual((hold.fence, hold.address), (42, None))
+
     def test_without_the_client_command_a_pause_stands_in(self):
         def refused(args):
             return rx.ResponseError("NOPERM this user has no permissions")

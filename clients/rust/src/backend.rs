@@ -2,6 +2,7 @@
 //! nodes its connections of their own go to (one server, or the owner of a key's slot in a
 //! cluster, from a cached `CLUSTER SLOTS`), and its settings.
 
+use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -47,6 +48,49 @@ impl Nodes {
                 slots: Mutex::new(Vec::new()),
             },
         }
+    }
+}
+
+/// The plain connections of a cluster `Locks`, one per node (by address), each a `C` (an
+/// API's slot for one shared connection), made on first use. The lock commands go over these,
+/// never through the cluster client's connection, whose own re-sends could repeat an ACQUIRE
+/// after a give-up released it, or a RELEASE after its first copy succeeded.
+pub(crate) struct NodeCons<C> {
+    by_addr: Mutex<HashMap<String, Arc<Node<C>>>>,
+}
+
+/// The shared plain connection of one node: its client and `C`, the API's slot for it.
+pub(crate) struct Node<C> {
+    pub client: redis::Client,
+    pub con: C,
+}
+
+impl<C: Default> Node<C> {
+    pub(crate) fn new(client: redis::Client) -> Self {
+        Node {
+            client,
+            con: C::default(),
+        }
+    }
+}
+
+/// A reply, or why there is none.
+pub(crate) type Reply = std::result::Result<Value, Failure>;
+
+impl<C: Default> NodeCons<C> {
+    pub(crate) fn new() -> Self {
+        NodeCons {
+            by_addr: Mutex::new(HashMap::new()),
+        }
+    }
+
+    /// The shared connection of the node of `client`.
+    pub(crate) fn of(&self, client: &redis::Client) -> Arc<Node<C>> {
+        let addr = client.get_connection_info().addr().to_string();
+        let mut by_addr = lock(&self.by_addr);
+        let node = by_addr.entry(addr);
+        node.or_insert_with(|| Arc::new(Node::new(client.clone())))
+            .clone()
     }
 }
 
@@ -139,6 +183,29 @@ impl<P> Backend<P> {
         node_client(template, &host, port)
     }
 
+    /// The node an `ASK` reply sends the command to (with `ASKING` first), if `reply` is one.
+    pub(crate) fn asked(
+        &self,
+        reply: &std::result::Result<Value, Failure>,
+    ) -> std::result::Result<Option<redis::Client>, Failure> {
+        let (Err(Failure::Retry(Error::Connection(e))), Nodes::Cluster { template, .. }) =
+            (reply, &self.nodes)
+        else {
+            return Ok(None);
+        };
+        if e.kind() != redis::ErrorKind::Server(redis::ServerErrorKind::Ask) {
+            return Ok(None);
+        }
+        let Some((host, port)) = e
+            .redirect_node()
+            .and_then(|(addr, _)| addr.rsplit_once(':'))
+            .and_then(|(host, port)| Some((host, port.parse::<u16>().ok()?)))
+        else {
+            return Ok(None);
+        };
+        node_client(template, host, port).map(Some)
+    }
+
     /// A RENEW of `core` could not be sent (no connection): retry shortly, on a fresh route.
     pub(crate) fn not_sent(&self, core: &Core, f: Failure) -> Error {
         self.forget_owners();
@@ -153,6 +220,40 @@ impl<P> Backend<P> {
         }
     }
 }
+
+/// A plain command of a cluster `Locks`, the same in both APIs: expanded inside `impl Backend`
+/// of each, with `{async} {.await}` or `{} {}`. The names it uses (`SharedCon`, `self.owner`,
+/// `self.on_shared`) are those of the API that expands it.
+macro_rules! on_owner_fn {
+    ({$($kw:tt)*} {$($aw:tt)*}) => {
+        /// One plain command for `key` in a cluster, on the shared connection to the owner of
+        /// its slot (after an `ASK`: to the node it names, `ASKING` first), waiting at most
+        /// `timeout`, finding the owner included.
+        $($kw)* fn on_owner(
+            &self,
+            nodes: &crate::backend::NodeCons<SharedCon>,
+            key: &[u8],
+            cmd: &Cmd,
+            timeout: Duration,
+        ) -> crate::backend::Reply {
+            let started = Instant::now();
+            let client = self.owner(key, timeout)$($aw)*?;
+            let left = || timeout.saturating_sub(started.elapsed());
+            let mut reply = self
+                .on_shared(&nodes.of(&client), cmd, false, left())$($aw)*;
+            if let Some(asked) = self.asked(&reply)? {
+                reply = self
+                    .on_shared(&nodes.of(&asked), cmd, true, left())$($aw)*;
+            }
+            // MOVED, ASK or a connection error: the next try looks the owner up again.
+            if matches!(reply, Err(Failure::Retry(_))) {
+                self.forget_owners();
+            }
+            reply
+        }
+    };
+}
+pub(crate) use on_owner_fn;
 
 fn node_client(
     template: &ConnectionInfo,

@@ -59,6 +59,16 @@ impl Failure {
             Failure::Retry(e) | Failure::Fatal(e) => e,
         }
     }
+
+    /// Whether the connection it came from is in doubt: broken, or (`timeouts`) left with a
+    /// reply unread. Not for a server's answer (a MOVED or ASK is a fine reply).
+    pub(crate) fn spoils_connection(&self, timeouts: bool) -> bool {
+        match self {
+            Failure::Retry(Error::Connection(e)) => !matches!(e.kind(), ErrorKind::Server(_)),
+            Failure::Retry(Error::Timeout(_)) => timeouts,
+            _ => false,
+        }
+    }
 }
 
 /// Sort an error of the `redis` crate.

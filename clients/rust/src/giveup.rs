@@ -125,9 +125,9 @@ macro_rules! give_up_fns {
             };
             let release = crate::proto::release_cmd(key, token);
             let budget = self.settings.retry_budget;
-            if self.plain(&release, budget)$($aw)*.is_ok() && !settled {
+            if self.plain(key, &release, budget)$($aw)*.is_ok() && !settled {
                 $sleep(crate::giveup::SECOND_RELEASE_AFTER)$($aw)*;
-                let _ = self.plain(&release, budget)$($aw)*;
+                let _ = self.plain(key, &release, budget)$($aw)*;
             }
         }
     };

@@ -48,6 +48,33 @@ pub(crate) fn release_cmd(key: &[u8], token: &[u8]) -> Cmd {
     cmd
 }
 
+/// `ASKING` then `cmd`, in one write (so nothing else on a shared connection comes between),
+/// both replies kept: see [`asked_reply`].
+pub(crate) fn asking_pipe(cmd: &Cmd) -> redis::Pipeline {
+    let mut pipe = redis::pipe();
+    pipe.cmd("ASKING").add_command(cmd.clone()).ignore_errors();
+    pipe
+}
+
+/// The reply to the command of an [`asking_pipe`].
+pub(crate) fn asked_reply(v: Value) -> std::result::Result<Value, crate::error::Failure> {
+    let classify = crate::error::classify;
+    match v {
+        Value::Array(replies) => match <[Value; 2]>::try_from(replies) {
+            Ok([asking, reply]) => {
+                asking.extract_error().map_err(classify)?;
+                reply.extract_error().map_err(classify)
+            }
+            Err(other) => Err(crate::error::Failure::Fatal(Error::Protocol(format!(
+                "ASKING and one command: {other:?}"
+            )))),
+        },
+        other => Err(crate::error::Failure::Fatal(Error::Protocol(format!(
+            "ASKING and one command: {other:?}"
+        )))),
+    }
+}
+
 /// `CLUSTER SLOTS`.
 pub(crate) fn slots_cmd() -> Cmd {
     let mut cmd = redis::cmd("CLUSTER");

@@ -337,7 +337,7 @@ macro_rules! attempt_loop {
                     Some(c) => query(c, &cmd, timeout)$($aw)*,
                     None => {
                         let within = timeout.unwrap_or(budget);
-                        self.backend.plain_once(&cmd, within)$($aw)*
+                        self.backend.plain_once(&req.key, &cmd, within)$($aw)*
                     }
                 };
                 next = flow.reply(sent, reply)?;

@@ -143,7 +143,7 @@ async fn finish(shared: Arc<Shared>, task: Option<JoinHandle<()>>, was_held: boo
             drop(con);
             shared
                 .backend
-                .plain(&release, budget)
+                .plain(&shared.core.req.key, &release, budget)
                 .await
                 .map_err(Failure::Fatal)
         }
@@ -228,7 +228,7 @@ async fn watchdog(shared: Arc<Shared>, mut stop: watch::Receiver<bool>) {
         let budget = shared.backend.settings.retry_budget;
         let _ = shared
             .backend
-            .plain(&shared.core.release_cmd(), budget)
+            .plain(&shared.core.req.key, &shared.core.release_cmd(), budget)
             .await;
     }
 }

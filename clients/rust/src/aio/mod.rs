@@ -13,7 +13,7 @@ use redis::IntoConnectionInfo;
 use self::conn::{query, Backend, Plain};
 use self::held::Grant;
 pub use self::held::Held;
-use crate::backend::Nodes;
+use crate::backend::{NodeCons, Nodes};
 use crate::error::{Error, Failure, Result};
 use crate::giveup::Waiting;
 use crate::options::{LockOptions, Request, Settings};
@@ -32,7 +32,7 @@ impl Locks {
     pub fn new(client: redis::Client) -> Locks {
         Locks {
             backend: Backend::new(
-                Plain::Own(tokio::sync::Mutex::new(None)),
+                Plain::Own(crate::backend::Node::new(client.clone())),
                 Nodes::Single(client),
             ),
         }
@@ -52,13 +52,19 @@ impl Locks {
         }
     }
 
-    /// Locks on a cluster: plain commands through the cluster client's connection (opened on
-    /// first use); connections of their own go to the primary owning each key's slot, with
-    /// the settings (credentials, TLS, protocol) of `node`, one of the cluster's nodes.
+    /// Locks on a cluster: every LOCK command goes to the primary owning its key's slot, over
+    /// the `Locks`' own connections (plain commands on one shared multiplexed connection per
+    /// node, waits, watchdogs and ephemeral holds on connections of their own), with the
+    /// settings (credentials, TLS, protocol) of `node`, one of the cluster's nodes. The
+    /// cluster client only tells the slot map (`CLUSTER SLOTS`): its connection's re-sends
+    /// never carry a lock command.
     pub fn cluster(client: ClusterClient, node: impl IntoConnectionInfo) -> Result<Locks> {
         Ok(Locks {
             backend: Backend::new(
-                Plain::Cluster(tokio::sync::OnceCell::new()),
+                Plain::Cluster {
+                    slots: tokio::sync::OnceCell::new(),
+                    nodes: NodeCons::new(),
+                },
                 Nodes::cluster(client, node)?,
             ),
         })
@@ -68,13 +74,16 @@ impl Locks {
     pub fn with_settings(self, settings: Settings) -> Locks {
         Locks {
             backend: Backend::with_settings(self.backend, settings, |plain| match plain {
-                Plain::Own(_) => Plain::Own(tokio::sync::Mutex::new(None)),
+                Plain::Own(node) => Plain::Own(crate::backend::Node::new(node.client.clone())),
                 Plain::Multiplexed(con) => Plain::Multiplexed(con.clone()),
                 Plain::Manager(con) => Plain::Manager(con.clone()),
-                Plain::Cluster(cell) => Plain::Cluster(match cell.get() {
-                    Some(con) => tokio::sync::OnceCell::new_with(Some(con.clone())),
-                    None => tokio::sync::OnceCell::new(),
-                }),
+                Plain::Cluster { slots, .. } => Plain::Cluster {
+                    slots: match slots.get() {
+                        Some(con) => tokio::sync::OnceCell::new_with(Some(con.clone())),
+                        None => tokio::sync::OnceCell::new(),
+                    },
+                    nodes: NodeCons::new(),
+                },
             }),
         }
     }

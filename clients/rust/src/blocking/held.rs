@@ -127,7 +127,7 @@ impl Held {
             drop(con);
             shared
                 .backend
-                .plain(&release, budget)
+                .plain(&shared.core.req.key, &release, budget)
                 .map_err(Failure::Fatal)
         } else if let Some(mut pinned) = con.take() {
             // Only the pinned connection releases what it holds (it is closed when dropped
@@ -265,7 +265,9 @@ fn watchdog(shared: &Shared) {
     }
     if lock(&shared.core.hold).lost_locally() {
         let budget = shared.backend.settings.retry_budget;
-        let _ = shared.backend.plain(&shared.core.release_cmd(), budget);
+        let _ = shared
+            .backend
+            .plain(&shared.core.req.key, &shared.core.release_cmd(), budget);
     }
 }
 

@@ -14,7 +14,7 @@ use redis::IntoConnectionInfo;
 use self::conn::{query, Backend, Plain};
 use self::held::Grant;
 pub use self::held::{Held, LostSignal};
-use crate::backend::Nodes;
+use crate::backend::{NodeCons, Nodes};
 use crate::error::{Error, Failure, Result};
 use crate::giveup::Waiting;
 use crate::options::{LockOptions, Request, Settings};
@@ -32,18 +32,24 @@ impl Locks {
     /// use one connection of its own, opened on first use; waits, watchdogs and ephemeral
     /// holds use connections of their own.
     pub fn new(client: redis::Client) -> Locks {
-        let plain = Plain::Single(Mutex::new(None));
+        let plain = Plain::Single(Box::new(crate::backend::Node::new(client.clone())));
         let backend = Backend::new(plain, Nodes::Single(client));
         Locks { backend }
     }
 
-    /// Locks on a cluster: plain commands through the sync cluster connection; connections of
-    /// their own go to the primary owning each key's slot, with the settings (credentials,
-    /// TLS, protocol) of `node`, one of the cluster's nodes.
+    /// Locks on a cluster: every LOCK command goes to the primary owning its key's slot, over
+    /// the `Locks`' own connections (plain commands on one shared connection per node, or one
+    /// of its own while that one is busy; waits, watchdogs and ephemeral holds on connections
+    /// of their own), with the settings (credentials, TLS, protocol) of `node`, one of the
+    /// cluster's nodes. The cluster client only tells the slot map (`CLUSTER SLOTS`): its
+    /// connection's re-sends never carry a lock command.
     pub fn cluster(client: ClusterClient, node: impl IntoConnectionInfo) -> Result<Locks> {
         Ok(Locks {
             backend: Backend::new(
-                Plain::Cluster(Mutex::new(None)),
+                Plain::Cluster {
+                    slots: Mutex::new(None),
+                    nodes: NodeCons::new(),
+                },
                 Nodes::cluster(client, node)?,
             ),
         })
@@ -53,8 +59,13 @@ impl Locks {
     pub fn with_settings(self, settings: Settings) -> Locks {
         Locks {
             backend: Backend::with_settings(self.backend, settings, |plain| match plain {
-                Plain::Single(_) => Plain::Single(Mutex::new(None)),
-                Plain::Cluster(_) => Plain::Cluster(Mutex::new(None)),
+                Plain::Single(node) => {
+                    Plain::Single(Box::new(crate::backend::Node::new(node.client.clone())))
+                }
+                Plain::Cluster { .. } => Plain::Cluster {
+                    slots: Mutex::new(None),
+                    nodes: NodeCons::new(),
+                },
             }),
         }
     }
