@@ -51,6 +51,33 @@ pub(crate) fn soon(budget: Duration) -> Instant {
         .unwrap_or(now)
 }
 
+/// The retry rule of every call: after a failure worth a retry at `now`, the `pause` before
+/// the next try, or None where no more than the pause is left before `deadline` (None: no
+/// deadline).
+pub(crate) fn pause_before_retry(
+    deadline: Option<Instant>,
+    now: Instant,
+    pause: Duration,
+) -> Option<Duration> {
+    match deadline.map(|d| d.saturating_duration_since(now)) {
+        Some(left) if left <= pause => None,
+        _ => Some(pause),
+    }
+}
+
+/// After `failure` of a call with `deadline`: the pause before the next try, or the error to
+/// raise (a final one at once; one worth a retry when the time is up).
+pub(crate) fn after_failure(
+    failure: Failure,
+    deadline: Option<Instant>,
+    pause: Duration,
+) -> Result<Duration> {
+    match failure {
+        Failure::Fatal(e) => Err(e),
+        Failure::Retry(e) => pause_before_retry(deadline, Instant::now(), pause).ok_or(e),
+    }
+}
+
 /// `BLOCK` milliseconds for `remaining`: rounded up, at least 1.
 pub(crate) fn block_ms(remaining: Duration) -> u64 {
     let ms =
@@ -150,19 +177,12 @@ impl Acquisition {
 
     /// After a failed attempt at `now`: the pause before the next one, or None to give up.
     pub(crate) fn retry_after(&self, now: Instant) -> Option<Duration> {
-        match self.remaining(now) {
-            None => Some(self.pause),
-            Some(left) if left > self.pause => Some(self.pause),
-            Some(_) => None,
-        }
+        pause_before_retry(self.deadline, now, self.pause)
     }
 
     /// After `failure`: the pause before the next attempt, or the error to raise.
     pub(crate) fn after(&self, failure: Failure) -> Result<Duration> {
-        match failure {
-            Failure::Fatal(e) => Err(e),
-            Failure::Retry(e) => self.retry_after(Instant::now()).ok_or(e),
-        }
+        after_failure(failure, self.deadline, self.pause)
     }
 
     /// Whether a grant whose reply took `sent..received` must be confirmed by a RENEW at once

@@ -128,21 +128,14 @@ impl crate::backend::Backend<Plain> {
         budget: Duration,
     ) -> crate::error::Result<Value> {
         let deadline = crate::timing::soon(budget);
+        let pause = self.settings.retry_pause;
         loop {
             let left = deadline.saturating_duration_since(Instant::now());
-            match self
-                .plain_once(key, cmd, left.max(self.settings.retry_pause))
-                .await
-            {
+            match self.plain_once(key, cmd, left.max(pause)).await {
                 Ok(v) => return Ok(v),
-                Err(Failure::Fatal(e)) => return Err(e),
-                Err(Failure::Retry(e)) => {
-                    if deadline.saturating_duration_since(Instant::now())
-                        <= self.settings.retry_pause
-                    {
-                        return Err(e);
-                    }
-                    tokio::time::sleep(self.settings.retry_pause).await;
+                Err(failure) => {
+                    let wait = crate::timing::after_failure(failure, Some(deadline), pause)?;
+                    tokio::time::sleep(wait).await;
                 }
             }
         }

@@ -134,9 +134,11 @@ impl crate::backend::Backend<Plain> {
             let left = deadline.saturating_duration_since(Instant::now());
             match self.plain_once(key, cmd, left.max(pause)) {
                 Ok(v) => return Ok(v),
-                Err(Failure::Fatal(e)) => return Err(e),
-                Err(Failure::Retry(e)) if left <= pause => return Err(e),
-                Err(Failure::Retry(_)) => std::thread::sleep(pause),
+                Err(failure) => std::thread::sleep(crate::timing::after_failure(
+                    failure,
+                    Some(deadline),
+                    pause,
+                )?),
             }
         }
     }
