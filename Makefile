@@ -64,12 +64,16 @@ all: build
 build:
 	$(CARGO) build --release
 
-# pip install ./clients/python works: installed into target/python, imported from there.
-python-client:
+# pip install ./clients/python works: installed into target/python, imported from there;
+# done again only when the package's files change (each server's block asks for it).
+PY_FILES := $(PY_CLIENT)/pyproject.toml $(wildcard $(PY_CLIENT)/fencelock/*.py)
+python-client: $(PY_TARGET)/.installed
+$(PY_TARGET)/.installed: $(PY_FILES)
 	rm -rf $(PY_TARGET)
 	$(PYTHON) -m pip install -q --no-deps --target $(PY_TARGET) $(PY_CLIENT)
 	cd $(PY_TARGET) && $(PYTHON) -c 'import fencelock, fencelock.asyncio; \
 		assert fencelock.__file__.startswith("$(PY_TARGET)"), fencelock.__file__'
+	touch $@
 
 # The config is copied once and then kept: your edits and CONFIG REWRITE land in the copy,
 # never in the tracked redis.conf.example (rm $(RUN_DIR)/redis.conf to start from it again).
@@ -117,7 +121,6 @@ deps:
 
 test: deps
 	$(MAKE) build
-	$(MAKE) python-client
 	$(MAKE) unit-test
 	$(MAKE) test-redis
 	$(MAKE) test-redis8
