@@ -754,13 +754,15 @@ pub fn keyevent(reply: &[u8]) -> Option<(String, String)> {
 }
 
 /// Wait up to 10 s for `cond`.
-pub fn wait_for(what: &str, mut cond: impl FnMut() -> bool) {
+pub fn wait_for(what: &str, cond: impl FnMut() -> bool) {
+    wait_for_within(what, Duration::from_secs(10), cond)
+}
+
+/// Wait up to `limit` for `cond`.
+pub fn wait_for_within(what: &str, limit: Duration, mut cond: impl FnMut() -> bool) {
     let start = Instant::now();
     while !cond() {
-        assert!(
-            start.elapsed() < Duration::from_secs(10),
-            "timed out waiting for {what}"
-        );
+        assert!(start.elapsed() < limit, "timed out waiting for {what}");
         std::thread::sleep(Duration::from_millis(20));
     }
 }
