@@ -12,9 +12,9 @@
 #   make test-redis / test-redis8 / test-valkey   all of those on one server
 #   make test-clients LOCK_SERVER=...   the two clients' tests alone, on one server
 #   make chaos    the fault-injection tests (tests/faults.rs) at 10x scale on all three servers
-#   make bench    the module against the Lua scripts and commands it replaces, on all three
-#                 servers (BENCH_SCALE=0.1 for a quick run; BENCH_ONLY=shared for the
-#                 shared-holder section alone)
+#   make bench    the module against the Lua scripts and commands it replaces and against a
+#                 bench-only floor module, on all three servers (BENCH_SCALE=0.1 for a quick
+#                 run; BENCH_ONLY=throughput,replica,contention,scale,shared picks sections)
 #   make lint     rustfmt and clippy, as required before every commit
 
 CARGO ?= cargo
@@ -154,12 +154,19 @@ chaos: deps build
 			$(CARGO) test --release --test faults -- --test-threads=1 || exit 1; \
 	done
 
+# The bench loads the floor module (benches/floor, never shipped) beside the lock module; the
+# waiter scale test holds 10,000 connections open. Each server's figures go to target/bench/,
+# and a last run draws the charts from all of them.
 bench: deps build
-	@for server in "$(REDIS_SERVER)" "$(REDIS8_SERVER)" "$(VALKEY_SERVER)"; do \
+	$(CARGO) build --release -p lock-floor
+	@ulimit -n 20000 2>/dev/null || echo "could not raise ulimit -n: the waiter scale test shrinks"; \
+	for server in "$(REDIS_SERVER)" "$(REDIS8_SERVER)" "$(VALKEY_SERVER)"; do \
 		command -v "$$server" >/dev/null 2>&1 || { echo "server not found: '$$server'"; exit 1; }; \
 		echo "== bench on $$($$server --version)"; \
-		LOCK_SERVER=$$server LOCK_MODULE=$(MODULE) $(CARGO) bench --bench locks || exit 1; \
-	done
+		LOCK_SERVER=$$server LOCK_MODULE=$(MODULE) LOCK_FLOOR=$(CURDIR)/target/release/liblock_floor.so \
+			$(CARGO) bench --bench locks || exit 1; \
+	done; \
+	BENCH_CHARTS=1 $(CARGO) bench --bench locks
 
 lint:
 	$(CARGO) fmt --all --check

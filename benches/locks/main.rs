@@ -6,14 +6,20 @@
 //! LOCK_SERVER picks the server binary (default redis-server), LOCK_MODULE the module.
 //! BENCH_SCALE (default 1.0) scales the amount of work.
 
-#[path = "../tests/common/mod.rs"]
+mod charts;
+#[path = "../../tests/common/mod.rs"]
 mod common;
+mod contention;
+mod driver;
+mod report;
+mod scale;
 
-use std::sync::{Arc, Barrier, Condvar, Mutex};
+use std::sync::{Arc, Barrier};
 use std::thread;
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
 use common::*;
+use driver::{Driver, Reply};
 
 const ROUNDS: usize = 5;
 const CLIENTS: usize = 8;
@@ -49,12 +55,44 @@ fn token(i: usize) -> String {
     )
 }
 
-/// One contender: how its keys are prepared, the command it times, what success looks like.
+/// One contender: how its keys are prepared, the command it times (and, for a whole lock
+/// cycle, the command after it on the same key), what success looks like.
 struct Contender {
     name: &'static str,
     prepare: Prepare,
     command: fn(&str, &str, &Shas) -> redis::Cmd,
-    ok: fn(&Value) -> bool,
+    then: Option<fn(&str, &str, &Shas) -> redis::Cmd>,
+    ok: fn(&Reply) -> bool,
+}
+
+fn contender(
+    name: &'static str,
+    prepare: Prepare,
+    command: fn(&str, &str, &Shas) -> redis::Cmd,
+    ok: fn(&Reply) -> bool,
+) -> Contender {
+    Contender {
+        name,
+        prepare,
+        command,
+        then: None,
+        ok,
+    }
+}
+
+/// A take and a give-back of the same fresh key, timed as one operation.
+fn cycle(
+    name: &'static str,
+    take: fn(&str, &str, &Shas) -> redis::Cmd,
+    give_back: fn(&str, &str, &Shas) -> redis::Cmd,
+) -> Contender {
+    Contender {
+        name,
+        prepare: Prepare::Nothing,
+        command: take,
+        then: Some(give_back),
+        ok: |r| r.is_grant() || r.is_okay() || r.is_one(),
+    }
 }
 
 #[derive(Clone, Copy)]
@@ -62,6 +100,8 @@ enum Prepare {
     Nothing,
     Locks,
     Strings,
+    /// Values of the bench-only floor module.
+    Floor,
 }
 
 struct Shas {
@@ -106,6 +146,13 @@ fn fill(con: &mut redis::Connection, how: Prepare, keys: &[(String, String)]) {
                         .arg("TOKEN")
                         .arg(tok);
                 }
+                Prepare::Floor => {
+                    pipe.cmd("FLOOR.ACQUIRE")
+                        .arg(key)
+                        .arg(600_000)
+                        .arg("TOKEN")
+                        .arg(tok);
+                }
                 Prepare::Strings => {
                     pipe.cmd("SET")
                         .arg(key)
@@ -122,8 +169,28 @@ fn fill(con: &mut redis::Connection, how: Prepare, keys: &[(String, String)]) {
     }
 }
 
-/// Operations per second of one contender: CLIENTS threads, each over its own keys.
-fn throughput(srv: &Server, shas: &Shas, c: &Contender, per_client: usize, pipeline: usize) -> f64 {
+/// Operations per second of one contender: CLIENTS threads, each over its own keys, every
+/// request encoded before the clock starts.
+/// The server's CPU time so far (user + system), in seconds.
+fn server_cpu(con: &mut redis::Connection) -> f64 {
+    ["used_cpu_user", "used_cpu_sys"]
+        .iter()
+        .map(|f| {
+            info_field(con, "cpu", f)
+                .and_then(|v| v.parse::<f64>().ok())
+                .unwrap()
+        })
+        .sum()
+}
+
+/// (operations per second, the server's CPU µs per operation) of one contender.
+fn throughput(
+    srv: &Server,
+    shas: &Shas,
+    c: &Contender,
+    per_client: usize,
+    pipeline: usize,
+) -> (f64, f64) {
     let keys: Vec<Vec<(String, String)>> = (0..CLIENTS)
         .map(|t| {
             (0..per_client)
@@ -133,47 +200,50 @@ fn throughput(srv: &Server, shas: &Shas, c: &Contender, per_client: usize, pipel
         .collect();
     let all: Vec<(String, String)> = keys.iter().flatten().cloned().collect();
     prepare(&mut srv.conn(), c.prepare, &all);
+    let per_op = 1 + usize::from(c.then.is_some());
     let barrier = Arc::new(Barrier::new(CLIENTS + 1));
     let mut threads = Vec::new();
     for mine in keys {
-        let mut con = srv.conn();
+        let mut driver = Driver::connect(srv.port);
+        let requests: Vec<Vec<u8>> = mine
+            .chunks(pipeline)
+            .map(|chunk| {
+                let mut bytes = Vec::new();
+                for (key, tok) in chunk {
+                    bytes.extend((c.command)(key, tok, shas).get_packed_command());
+                    if let Some(then) = c.then {
+                        bytes.extend(then(key, tok, shas).get_packed_command());
+                    }
+                }
+                bytes
+            })
+            .collect();
+        let counts: Vec<usize> = mine.chunks(pipeline).map(|c| c.len() * per_op).collect();
         let barrier = barrier.clone();
-        let (command, ok) = (c.command, c.ok);
-        let shas = Shas {
-            release: shas.release.clone(),
-            renew: shas.renew.clone(),
-            hash_lock: shas.hash_lock.clone(),
-        };
+        let ok = c.ok;
         threads.push(thread::spawn(move || {
             barrier.wait();
-            let mut failures = 0;
-            for chunk in mine.chunks(pipeline) {
-                if pipeline == 1 {
-                    let (key, tok) = &chunk[0];
-                    let v: Value = command(key, tok, &shas).query(&mut con).unwrap();
-                    failures += usize::from(!ok(&v));
-                } else {
-                    let mut pipe = redis::pipe();
-                    for (key, tok) in chunk {
-                        pipe.add_command(command(key, tok, &shas));
-                    }
-                    let replies: Vec<Value> = pipe.query(&mut con).unwrap();
-                    failures += replies.iter().filter(|v| !ok(v)).count();
-                }
-            }
-            failures
+            requests
+                .iter()
+                .zip(counts)
+                .map(|(request, count)| driver.exchange(request, count, ok))
+                .sum::<usize>()
         }));
     }
+    let mut con = srv.conn();
+    let cpu_before = server_cpu(&mut con);
     barrier.wait();
     let start = Instant::now();
     let failures: usize = threads.into_iter().map(|t| t.join().unwrap()).sum();
     let elapsed = start.elapsed().as_secs_f64();
+    let cpu = server_cpu(&mut con) - cpu_before;
     assert_eq!(
         failures, 0,
         "{}: the timed path was not the success path",
         c.name
     );
-    (CLIENTS * per_client) as f64 / elapsed
+    let ops = (CLIENTS * per_client) as f64;
+    (ops / elapsed, cpu * 1e6 / ops)
 }
 
 fn median(mut xs: Vec<f64>) -> f64 {
@@ -190,9 +260,6 @@ fn is_one(v: &Value) -> bool {
 fn is_okay(v: &Value) -> bool {
     matches!(v, Value::Okay)
 }
-fn is_nil(v: &Value) -> bool {
-    matches!(v, Value::Nil)
-}
 
 fn cmd(args: &[&str]) -> redis::Cmd {
     let mut c = redis::cmd(args[0]);
@@ -202,72 +269,123 @@ fn cmd(args: &[&str]) -> redis::Cmd {
     c
 }
 
-/// (what is compared, contenders: the module first)
+/// (what is compared, contenders: the module first, then the floor module's command, the
+/// least the server's module API allows for the same work).
 fn comparisons(valkey: bool) -> Vec<(&'static str, Vec<Contender>)> {
+    use Prepare::*;
+    let acquire = vec![
+        contender(
+            "LOCK.ACQUIRE",
+            Nothing,
+            |k, t, _| cmd(&["LOCK.ACQUIRE", k, "60000", "TOKEN", t]),
+            Reply::is_grant,
+        ),
+        contender(
+            "floor: FLOOR.ACQUIRE",
+            Nothing,
+            |k, t, _| cmd(&["FLOOR.ACQUIRE", k, "60000", "TOKEN", t]),
+            Reply::is_grant,
+        ),
+        contender(
+            "SET NX PX",
+            Nothing,
+            |k, t, _| cmd(&["SET", k, t, "NX", "PX", "60000"]),
+            Reply::is_okay,
+        ),
+        contender(
+            "EVALSHA hash lock (Redisson style)",
+            Nothing,
+            |k, t, s| cmd(&["EVALSHA", &s.hash_lock, "1", k, "60000", t]),
+            Reply::is_nil,
+        ),
+        contender(
+            "PING",
+            Nothing,
+            |_, _, _| cmd(&["PING"]),
+            |r| *r == Reply::Other,
+        ),
+    ];
+    let mut renew = vec![
+        contender(
+            "LOCK.RENEW",
+            Locks,
+            |k, t, _| cmd(&["LOCK.RENEW", k, t, "60000"]),
+            Reply::is_one,
+        ),
+        contender(
+            "floor: FLOOR.RENEW",
+            Floor,
+            |k, t, _| cmd(&["FLOOR.RENEW", k, t, "60000"]),
+            Reply::is_one,
+        ),
+        contender(
+            "EVALSHA get-compare-pexpire",
+            Strings,
+            |k, t, s| cmd(&["EVALSHA", &s.renew, "1", k, t, "60000"]),
+            Reply::is_one,
+        ),
+    ];
     let mut release = vec![
-        Contender {
-            name: "LOCK.RELEASE",
-            prepare: Prepare::Locks,
-            command: |k, t, _| cmd(&["LOCK.RELEASE", k, t]),
-            ok: is_one,
-        },
-        Contender {
-            name: "EVALSHA get-compare-del",
-            prepare: Prepare::Strings,
-            command: |k, t, s| cmd(&["EVALSHA", &s.release, "1", k, t]),
-            ok: is_one,
-        },
+        contender(
+            "LOCK.RELEASE",
+            Locks,
+            |k, t, _| cmd(&["LOCK.RELEASE", k, t]),
+            Reply::is_one,
+        ),
+        contender(
+            "floor: FLOOR.RELEASE",
+            Floor,
+            |k, t, _| cmd(&["FLOOR.RELEASE", k, t]),
+            Reply::is_one,
+        ),
+        contender(
+            "EVALSHA get-compare-del",
+            Strings,
+            |k, t, s| cmd(&["EVALSHA", &s.release, "1", k, t]),
+            Reply::is_one,
+        ),
+    ];
+    let mut lock_cycle = vec![
+        cycle(
+            "LOCK.ACQUIRE + LOCK.RELEASE",
+            |k, t, _| cmd(&["LOCK.ACQUIRE", k, "60000", "TOKEN", t]),
+            |k, t, _| cmd(&["LOCK.RELEASE", k, t]),
+        ),
+        cycle(
+            "floor: FLOOR.ACQUIRE + FLOOR.RELEASE",
+            |k, t, _| cmd(&["FLOOR.ACQUIRE", k, "60000", "TOKEN", t]),
+            |k, t, _| cmd(&["FLOOR.RELEASE", k, t]),
+        ),
+        cycle(
+            "SET NX PX + EVALSHA get-compare-del",
+            |k, t, _| cmd(&["SET", k, t, "NX", "PX", "60000"]),
+            |k, t, s| cmd(&["EVALSHA", &s.release, "1", k, t]),
+        ),
     ];
     if valkey {
-        release.push(Contender {
-            name: "DELIFEQ",
-            prepare: Prepare::Strings,
-            command: |k, t, _| cmd(&["DELIFEQ", k, t]),
-            ok: is_one,
-        });
+        renew.push(contender(
+            "SET IFEQ PX (Valkey)",
+            Strings,
+            |k, t, _| cmd(&["SET", k, t, "IFEQ", t, "PX", "60000"]),
+            Reply::is_okay,
+        ));
+        release.push(contender(
+            "DELIFEQ (Valkey)",
+            Strings,
+            |k, t, _| cmd(&["DELIFEQ", k, t]),
+            Reply::is_one,
+        ));
+        lock_cycle.push(cycle(
+            "SET NX PX + DELIFEQ (Valkey)",
+            |k, t, _| cmd(&["SET", k, t, "NX", "PX", "60000"]),
+            |k, t, _| cmd(&["DELIFEQ", k, t]),
+        ));
     }
     vec![
-        (
-            "acquire",
-            vec![
-                Contender {
-                    name: "LOCK.ACQUIRE",
-                    prepare: Prepare::Nothing,
-                    command: |k, t, _| cmd(&["LOCK.ACQUIRE", k, "60000", "TOKEN", t]),
-                    ok: is_grant,
-                },
-                Contender {
-                    name: "SET NX PX",
-                    prepare: Prepare::Nothing,
-                    command: |k, t, _| cmd(&["SET", k, t, "NX", "PX", "60000"]),
-                    ok: is_okay,
-                },
-                Contender {
-                    name: "EVALSHA hash lock (Redisson style)",
-                    prepare: Prepare::Nothing,
-                    command: |k, t, s| cmd(&["EVALSHA", &s.hash_lock, "1", k, "60000", t]),
-                    ok: is_nil,
-                },
-            ],
-        ),
+        ("acquire", acquire),
+        ("renew", renew),
         ("release", release),
-        (
-            "renew",
-            vec![
-                Contender {
-                    name: "LOCK.RENEW",
-                    prepare: Prepare::Locks,
-                    command: |k, t, _| cmd(&["LOCK.RENEW", k, t, "60000"]),
-                    ok: is_one,
-                },
-                Contender {
-                    name: "EVALSHA get-compare-pexpire",
-                    prepare: Prepare::Strings,
-                    command: |k, t, s| cmd(&["EVALSHA", &s.renew, "1", k, t, "60000"]),
-                    ok: is_one,
-                },
-            ],
-        ),
+        ("lock cycle", lock_cycle),
     ]
 }
 
@@ -275,33 +393,54 @@ fn comparisons(valkey: bool) -> Vec<(&'static str, Vec<Contender>)> {
 fn bench_throughput(srv: &Server, title: &str, runs: &[(usize, usize)], operations: &[&str]) {
     let shas = load_scripts(&mut srv.conn());
     println!(
-        "\n### Throughput{title} (ops/s, median of {ROUNDS} alternating rounds, {CLIENTS} clients)\n"
+        "\n### Throughput{title} (median of {ROUNDS} alternating rounds, {CLIENTS} clients)\n"
     );
-    println!("| operation | pipeline | contender | ops/s | module / contender |");
-    println!("|---|---|---|---|---|");
+    println!(
+        "ops/s is what the clients saw; server CPU is the server's own user + system time per \
+         command, which other load on the machine disturbs less.\n"
+    );
+    println!(
+        "| operation | pipeline | contender | ops/s | module / contender | server CPU µs/op \
+         | contender CPU / module CPU |"
+    );
+    println!("|---|---|---|---|---|---|---|");
     for (what, contenders) in comparisons(is_valkey()) {
         if !operations.contains(&what) {
             continue;
         }
         for &(pipeline, per_client) in runs {
-            let mut samples: Vec<Vec<f64>> = vec![Vec::new(); contenders.len()];
+            let mut rates: Vec<Vec<f64>> = vec![Vec::new(); contenders.len()];
+            let mut cpus: Vec<Vec<f64>> = vec![Vec::new(); contenders.len()];
             for round in 0..ROUNDS {
                 let mut order: Vec<usize> = (0..contenders.len()).collect();
                 if round % 2 == 1 {
                     order.reverse();
                 }
                 for i in order {
-                    samples[i].push(throughput(srv, &shas, &contenders[i], per_client, pipeline));
+                    let (rate, cpu) = throughput(srv, &shas, &contenders[i], per_client, pipeline);
+                    rates[i].push(rate);
+                    cpus[i].push(cpu);
                 }
             }
-            let medians: Vec<f64> = samples.into_iter().map(median).collect();
-            for (c, m) in contenders.iter().zip(&medians) {
+            let rates: Vec<f64> = rates.into_iter().map(median).collect();
+            let cpus: Vec<f64> = cpus.into_iter().map(median).collect();
+            let at = format!("pipeline {pipeline}{title}");
+            for (i, c) in contenders.iter().enumerate() {
                 println!(
-                    "| {what} | {pipeline} | {} | {:.0} | {:.2}x |",
+                    "| {what} | {pipeline} | {} | {:.0} | {:.2}x | {:.2} | {:.2}x |",
                     c.name,
-                    m,
-                    medians[0] / m
+                    rates[i],
+                    rates[0] / rates[i],
+                    cpus[i],
+                    cpus[i] / cpus[0],
                 );
+                report::record("throughput", c.name, &at, rates[i]);
+                report::record("cpu", c.name, &at, cpus[i]);
+                if i > 0 {
+                    let series = format!("{} / {}", contenders[0].name, c.name);
+                    report::record("ratio", &series, &at, rates[0] / rates[i]);
+                    report::record("cpu-ratio", &series, &at, cpus[i] / cpus[0]);
+                }
             }
         }
     }
@@ -311,7 +450,7 @@ fn bench_throughput(srv: &Server, title: &str, runs: &[(usize, usize)], operatio
 /// now really travel (the module's effects, the core commands' rewritten forms, the scripts'
 /// effects), so the propagation each one pays is part of what is measured.
 fn bench_throughput_with_replica(srv: &Server) {
-    let replica = Server::start();
+    let replica = start_server();
     let mut rcon = replica.conn();
     let port = srv.port.to_string();
     call(&mut rcon, &[b"REPLICAOF", b"127.0.0.1", port.as_bytes()]);
@@ -324,200 +463,6 @@ fn bench_throughput_with_replica(srv: &Server) {
         &[(PIPELINE, scaled(40_000))],
         &["acquire", "release"],
     );
-}
-
-/// One way of waiting for a held lock: each client loops take, hold briefly, release.
-#[derive(Clone, Copy, PartialEq)]
-enum Waiting {
-    Block,
-    Poll { sleep_ms: u64 },
-    PubSub,
-}
-
-/// Time from each release to the grant of the next holder, in µs. The clients take turns:
-/// after releasing, a client asks again only once another client has had the lock (without
-/// that, a polling client simply re-takes the lock it just released), and after a random
-/// 0-10 ms of work outside the lock, so pollers do not fall into step with each other. Only
-/// hand-offs count: releases that found this client already asking.
-fn handoff(srv: &Server, how: Waiting, clients: usize, handoffs: usize) -> Vec<f64> {
-    call(&mut srv.conn(), &[b"FLUSHALL", b"SYNC"]);
-    let released_at: Arc<Mutex<Option<(Instant, usize)>>> = Arc::new(Mutex::new(None));
-    let samples: Arc<Mutex<Vec<f64>>> = Arc::new(Mutex::new(Vec::new()));
-    // Who had the lock last, and a signal when that changes.
-    let holder = Arc::new((Mutex::new(usize::MAX), Condvar::new()));
-    let shas = load_scripts(&mut srv.conn());
-    let mut threads = Vec::new();
-    for c in 0..clients {
-        let mut con = srv.conn();
-        let mut sub = srv.conn();
-        let (released_at, samples, holder) = (released_at.clone(), samples.clone(), holder.clone());
-        let release_sha = shas.release.clone();
-        threads.push(thread::spawn(move || {
-            let me = format!("client-{c}");
-            let mut seed = 0x9e37_79b9_7f4a_7c15_u64 + c as u64;
-            let mut pubsub = (how == Waiting::PubSub).then(|| {
-                let mut ps = sub.as_pubsub();
-                ps.subscribe("released").unwrap();
-                ps.set_read_timeout(Some(Duration::from_millis(50)))
-                    .unwrap();
-                ps
-            });
-            // Since when this client has been asking for the lock.
-            let mut wanting_since: Option<Instant> = None;
-            loop {
-                if samples.lock().unwrap().len() >= handoffs {
-                    return;
-                }
-                let asked_at = *wanting_since.get_or_insert_with(Instant::now);
-                let granted = match how {
-                    Waiting::Block => {
-                        let v: Value =
-                            cmd(&["LOCK.ACQUIRE", "h", "10000", "TOKEN", &me, "BLOCK", "200"])
-                                .query(&mut con)
-                                .unwrap();
-                        is_grant(&v)
-                    }
-                    Waiting::Poll { sleep_ms } => {
-                        let v: Value = cmd(&["SET", "h", &me, "NX", "PX", "10000"])
-                            .query(&mut con)
-                            .unwrap();
-                        if !is_okay(&v) {
-                            thread::sleep(Duration::from_millis(sleep_ms));
-                        }
-                        is_okay(&v)
-                    }
-                    Waiting::PubSub => {
-                        let v: Value = cmd(&["SET", "h", &me, "NX", "PX", "10000"])
-                            .query(&mut con)
-                            .unwrap();
-                        if !is_okay(&v) {
-                            // Wait for a release message (or a short timeout, against a
-                            // release between the failed try and this wait).
-                            let _ = pubsub.as_mut().unwrap().get_message();
-                        }
-                        is_okay(&v)
-                    }
-                };
-                if !granted {
-                    continue;
-                }
-                let now = Instant::now();
-                wanting_since = None;
-                // A hand-off: the lock was released while this client was already asking.
-                if let Some((at, _)) = released_at.lock().unwrap().take() {
-                    if asked_at < at {
-                        samples.lock().unwrap().push((now - at).as_secs_f64() * 1e6);
-                    }
-                }
-                *holder.0.lock().unwrap() = c;
-                holder.1.notify_all();
-                // Hold briefly, then release and stamp the moment.
-                thread::sleep(Duration::from_micros(200));
-                *released_at.lock().unwrap() = Some((Instant::now(), c));
-                match how {
-                    Waiting::Block => {
-                        let _: i64 = cmd(&["LOCK.RELEASE", "h", &me]).query(&mut con).unwrap();
-                    }
-                    Waiting::Poll { .. } => {
-                        let _: i64 = cmd(&["EVALSHA", &release_sha, "1", "h", &me])
-                            .query(&mut con)
-                            .unwrap();
-                    }
-                    Waiting::PubSub => {
-                        let _: i64 = cmd(&["EVALSHA", &release_sha, "1", "h", &me])
-                            .query(&mut con)
-                            .unwrap();
-                        let _: i64 = cmd(&["PUBLISH", "released", "h"]).query(&mut con).unwrap();
-                    }
-                }
-                // My turn again only after someone else's (or when the run is over).
-                let mut last = holder.0.lock().unwrap();
-                while *last == c && samples.lock().unwrap().len() < handoffs {
-                    last = holder
-                        .1
-                        .wait_timeout(last, Duration::from_millis(100))
-                        .unwrap()
-                        .0;
-                }
-                drop(last);
-                seed ^= seed << 13;
-                seed ^= seed >> 7;
-                seed ^= seed << 17;
-                thread::sleep(Duration::from_micros(seed % 10_000));
-            }
-        }));
-    }
-    for t in threads {
-        t.join().unwrap();
-    }
-    let samples = samples.lock().unwrap().clone();
-    samples
-}
-
-fn percentile(mut xs: Vec<f64>, p: f64) -> f64 {
-    xs.sort_by(|a, b| a.partial_cmp(b).unwrap());
-    xs[((xs.len() as f64 - 1.0) * p).round() as usize]
-}
-
-fn bench_handoff(srv: &Server) {
-    let clients = 4;
-    println!(
-        "\n### Hand-off latency under contention ({clients} clients taking turns on one lock)\n"
-    );
-    println!("| waiting by | hand-offs | p50 (µs) | p99 (µs) |");
-    println!("|---|---|---|---|");
-    for (name, how, n) in [
-        ("LOCK.ACQUIRE ... BLOCK", Waiting::Block, scaled(2000)),
-        (
-            "polling SET NX PX every 10 ms",
-            Waiting::Poll { sleep_ms: 10 },
-            scaled(300),
-        ),
-        (
-            "pub/sub notification + SET NX PX",
-            Waiting::PubSub,
-            scaled(2000),
-        ),
-    ] {
-        let samples = handoff(srv, how, clients, n);
-        println!(
-            "| {name} | {} | {:.0} | {:.0} |",
-            samples.len(),
-            percentile(samples.clone(), 0.5),
-            percentile(samples, 0.99)
-        );
-    }
-}
-
-fn used_memory(con: &mut redis::Connection) -> i64 {
-    info_field(con, "memory", "used_memory")
-        .unwrap()
-        .parse()
-        .unwrap()
-}
-
-fn bench_memory(srv: &Server) {
-    let n = scaled(1_000_000);
-    println!("\n### Memory per held lock ({n} locks, 32-character tokens)\n");
-    println!("| lock | bytes per lock | module / contender |");
-    println!("|---|---|---|");
-    let mut con = srv.conn();
-    let mut per_lock = Vec::new();
-    for how in [Prepare::Locks, Prepare::Strings] {
-        call(&mut con, &[b"FLUSHALL", b"SYNC"]);
-        let before = used_memory(&mut con);
-        let keys: Vec<(String, String)> = (0..n).map(|i| (format!("lock:{i}"), token(i))).collect();
-        fill(&mut con, how, &keys);
-        let after = used_memory(&mut con);
-        per_lock.push((after - before) as f64 / n as f64);
-    }
-    for (name, bytes) in [
-        ("LOCK.ACQUIRE", per_lock[0]),
-        ("SET NX PX (string)", per_lock[1]),
-    ] {
-        println!("| {name} | {bytes:.1} | {:.2}x |", per_lock[0] / bytes);
-    }
-    call(&mut con, &[b"FLUSHALL", b"SYNC"]);
 }
 
 /// A counting semaphore as a sorted set, the usual Lua way: members are tokens, scores their
@@ -591,9 +536,9 @@ fn bench_shared(srv: &Server) {
     let mut per_holder = Vec::new();
     for module in [true, false] {
         fill(&mut con, module, 1);
-        let before = used_memory(&mut con);
+        let before = scale::used_memory(&mut con);
         fill(&mut con, module, n);
-        let after = used_memory(&mut con);
+        let after = scale::used_memory(&mut con);
         per_holder.push((after - before) as f64 / (n - 1) as f64);
     }
     for (name, bytes) in [
@@ -681,28 +626,63 @@ fn bench_shared(srv: &Server) {
     call(&mut con, &[b"FLUSHALL", b"SYNC"]);
 }
 
+/// The bench-only floor module (LOCK_FLOOR, default the release build's).
+fn floor_module() -> String {
+    std::env::var("LOCK_FLOOR").unwrap_or_else(|_| {
+        concat!(
+            env!("CARGO_MANIFEST_DIR"),
+            "/target/release/liblock_floor.so"
+        )
+        .into()
+    })
+}
+
+/// A server with the lock module and, beside it, the floor module.
+fn start_server() -> Server {
+    Server::start_with(&[], &["--loadmodule", &floor_module()])
+}
+
+/// Whether the section `name` runs: all of them, or those BENCH_ONLY lists (comma-separated:
+/// throughput, replica, contention, scale, shared).
+fn wanted(name: &str) -> bool {
+    match std::env::var("BENCH_ONLY") {
+        Ok(only) if !only.is_empty() => only.split(',').any(|s| s.trim() == name),
+        _ => true,
+    }
+}
+
 fn main() {
-    let srv = Server::start();
+    // `make bench` ends with a run that only draws the charts from every server's results.
+    if std::env::var("BENCH_CHARTS").is_ok_and(|v| v == "1") {
+        charts::draw();
+        return;
+    }
+    let srv = start_server();
     let mut con = srv.conn();
     let version = info_field(&mut con, "server", "valkey_version")
         .or_else(|| info_field(&mut con, "server", "redis_version"))
         .unwrap_or_default();
-    println!(
-        "## {} {version} ({}), `make bench`",
-        if is_valkey() { "Valkey" } else { "Redis" },
-        server_binary()
-    );
-    // BENCH_ONLY=shared runs that section alone.
-    if std::env::var("BENCH_ONLY").as_deref() != Ok("shared") {
+    let server = format!("{} {version}", if is_valkey() { "Valkey" } else { "Redis" });
+    report::begin(&server);
+    println!("## {server} ({}), `make bench`", server_binary());
+    if wanted("throughput") {
         bench_throughput(
             &srv,
             "",
             &[(1, scaled(4000)), (PIPELINE, scaled(40_000))],
-            &["acquire", "release", "renew"],
+            &["acquire", "renew", "release", "lock cycle"],
         );
-        bench_throughput_with_replica(&srv);
-        bench_handoff(&srv);
-        bench_memory(&srv);
     }
-    bench_shared(&srv);
+    if wanted("replica") {
+        bench_throughput_with_replica(&srv);
+    }
+    if wanted("contention") {
+        contention::run(&srv);
+    }
+    if wanted("scale") {
+        scale::run(&srv);
+    }
+    if wanted("shared") {
+        bench_shared(&srv);
+    }
 }
