@@ -28,9 +28,9 @@ mod server;
 #[cfg(not(test))]
 use {
     commands::{effects, locks},
-    ffi::guard,
+    ffi::{call, guard},
     observe::{command_info, config},
-    redis_module::{raw, Context, RedisResult, RedisString},
+    redis_module::{raw, Context, RedisString},
     server::{datatype, events, eviction, info, keyspace, state},
     std::os::raw::{c_char, c_int},
 };
@@ -64,22 +64,16 @@ static ALLOCATOR: redis_module::alloc::RedisAlloc = redis_module::alloc::RedisAl
 #[cfg(not(test))]
 const HANDLE_ATOMIC_SLOT_MIGRATION: i32 = 1 << 5;
 
-#[cfg(not(test))]
-type Handler = fn(&Context, Vec<RedisString>) -> RedisResult;
-
-/// The server's entry point for one command: decode the arguments, run the handler, reply.
+/// The server's entry point for one command: `$name` (for arity errors) run by `$handler`.
 #[cfg(not(test))]
 macro_rules! entry {
-    ($handler:path) => {{
+    ($name:literal, $handler:path) => {{
         extern "C" fn entry(
             ctx: *mut raw::RedisModuleCtx,
             argv: *mut *mut raw::RedisModuleString,
             argc: c_int,
         ) -> c_int {
-            let context = Context::new(ctx);
-            let args = redis_module::decode_args(ctx, argv, argc);
-            let handler: Handler = $handler;
-            context.reply(handler(&context, args)) as c_int
+            call::run(ctx, argv, argc, $name, $handler)
         }
         entry
     }};
@@ -105,30 +99,50 @@ fn create_commands(ctx: &Context) -> bool {
     let commands: [CommandEntry; 8] = [
         (
             c"lock.acquire",
-            entry!(locks::acquire),
+            entry!("lock.acquire", locks::acquire),
             c"write deny-oom blocking",
             KEY,
         ),
-        (c"lock.renew", entry!(locks::renew), c"write fast", KEY),
-        (c"lock.release", entry!(locks::release), c"write fast", KEY),
-        (c"lock.info", entry!(locks::info), c"readonly fast", KEY),
+        (
+            c"lock.renew",
+            entry!("lock.renew", locks::renew),
+            c"write fast",
+            KEY,
+        ),
+        (
+            c"lock.release",
+            entry!("lock.release", locks::release),
+            c"write fast",
+            KEY,
+        ),
+        (
+            c"lock.info",
+            entry!("lock.info", locks::info),
+            c"readonly fast",
+            KEY,
+        ),
         // Not fast: it lists every holder of a shared lock.
-        (c"lock.holders", entry!(locks::holders), c"readonly", KEY),
+        (
+            c"lock.holders",
+            entry!("lock.holders", locks::holders),
+            c"readonly",
+            KEY,
+        ),
         (
             c"lock.apply",
-            entry!(effects::apply),
+            entry!("lock.apply", effects::apply),
             c"write deny-script",
             KEY,
         ),
         (
             c"lock.drop",
-            entry!(effects::drop_holder),
+            entry!("lock.drop", effects::drop_holder),
             c"write deny-script",
             KEY,
         ),
         (
             c"lock.clock",
-            entry!(effects::clock),
+            entry!("lock.clock", effects::clock),
             c"write deny-script",
             NO_KEY,
         ),

@@ -9,21 +9,38 @@ use crate::error::{LockError, LockResult};
 
 pub const MAX_TOKEN_LEN: usize = 256;
 
-#[derive(Debug, Clone, PartialEq, Eq, Hash)]
-pub struct Token(Vec<u8>);
+/// Tokens up to this length (a generated token's 32 hex characters, a UUID's 36) are kept
+/// inline: parsing one for a command allocates nothing.
+const INLINE: usize = 40;
+
+#[derive(Clone)]
+pub struct Token(Bytes);
+
+#[derive(Clone)]
+enum Bytes {
+    Inline { len: u8, bytes: [u8; INLINE] },
+    Heap(Box<[u8]>),
+}
 
 impl Token {
     /// A caller's token, checked for length.
     pub fn parse(bytes: &[u8]) -> LockResult<Self> {
-        Self::from_vec(bytes.to_vec())
-    }
-
-    /// `parse`, keeping the bytes it is given.
-    pub fn from_vec(bytes: Vec<u8>) -> LockResult<Self> {
         if bytes.is_empty() || bytes.len() > MAX_TOKEN_LEN {
             return Err(LockError::TokenLength(bytes.len()));
         }
-        Ok(Self(bytes))
+        Ok(Self(match u8::try_from(bytes.len()) {
+            Ok(len) if bytes.len() <= INLINE => {
+                let mut inline = [0u8; INLINE];
+                inline[..bytes.len()].copy_from_slice(bytes);
+                Bytes::Inline { len, bytes: inline }
+            }
+            _ => Bytes::Heap(bytes.into()),
+        }))
+    }
+
+    /// `parse`, from bytes already owned.
+    pub fn from_vec(bytes: Vec<u8>) -> LockResult<Self> {
+        Self::parse(&bytes)
     }
 
     /// A new server-made token. Drawn from the OS directly rather than a user-space generator,
@@ -33,13 +50,36 @@ impl Token {
         SysRng
             .try_fill_bytes(&mut raw)
             .map_err(|e| LockError::RandomSource(e.to_string()))?;
-        let mut text = vec![0u8; 32];
+        let mut text = [0u8; 32];
         spell_hex(&raw, &mut text);
-        Ok(Self(text))
+        Self::parse(&text)
     }
 
     pub fn as_bytes(&self) -> &[u8] {
-        &self.0
+        match &self.0 {
+            Bytes::Inline { len, bytes } => &bytes[..usize::from(*len)],
+            Bytes::Heap(bytes) => bytes,
+        }
+    }
+}
+
+impl PartialEq for Token {
+    fn eq(&self, other: &Self) -> bool {
+        self.as_bytes() == other.as_bytes()
+    }
+}
+
+impl Eq for Token {}
+
+impl std::hash::Hash for Token {
+    fn hash<H: std::hash::Hasher>(&self, state: &mut H) {
+        self.as_bytes().hash(state);
+    }
+}
+
+impl std::fmt::Debug for Token {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_tuple("Token").field(&self.as_bytes()).finish()
     }
 }
 
@@ -71,6 +111,20 @@ mod tests {
         assert!(Token::parse(&[0u8; 256]).is_ok());
         assert_eq!(Token::parse(&[0u8; 257]), Err(LockError::TokenLength(257)));
         assert_eq!(Token::parse(b"a\0b").unwrap().as_bytes(), b"a\0b");
+    }
+
+    #[test]
+    fn inline_and_heap_tokens_compare_by_their_bytes() {
+        for len in [1, 39, 40, 41, 256] {
+            let bytes: Vec<u8> = (0..len).map(|i| i as u8).collect();
+            let t = Token::parse(&bytes).unwrap();
+            assert_eq!(t.as_bytes(), &bytes[..]);
+            assert_eq!(t, Token::from_vec(bytes.clone()).unwrap());
+            assert_ne!(
+                t,
+                Token::parse(&bytes[..len - 1]).unwrap_or(Token::parse(b"x").unwrap())
+            );
+        }
     }
 
     #[test]

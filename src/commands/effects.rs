@@ -7,11 +7,10 @@ use lock_core::effect::{parse_apply, parse_clock, parse_drop};
 use lock_core::shared::SharedLock;
 use lock_core::value::{Held, Value, Want};
 use lock_core::{LockError, LockResult};
-use redis_module::{Context, ContextFlags, RedisResult, RedisString, RedisValue};
+use redis_module::{Context, ContextFlags};
 
-use crate::commands::key_and_rest;
 use crate::ffi::api::lock_id;
-use crate::ffi::guard;
+use crate::ffi::call::{Answer, Args};
 use crate::ffi::key::{LockKey, Mode};
 use crate::server::{fences, state};
 
@@ -21,86 +20,79 @@ const AOF_CLIENT_ID: u64 = u64::MAX;
 /// LOCK.APPLY key token deadline fence [SHARED | LIMIT n] [META label] (and every older form
 /// the core reads).
 /// Ordinary clients are refused: only the primary's link and AOF replay may apply effects.
-pub fn apply(ctx: &Context, args: Vec<RedisString>) -> RedisResult {
-    guard::command(|| {
-        effects_only(ctx, "LOCK.APPLY")?;
-        let (key, rest) = key_and_rest(&args, "lock.apply")?;
-        let applied = parse_apply(&rest)?;
-        let fence = applied.fence;
-        let want = applied.want;
-        let meta = applied.meta.clone();
-        // Checked (the fence fits) before it may raise the clock.
-        let lock = applied.into_lock()?;
-        fences::observe_fence_or_warn(ctx, fence);
-        let mut lock_key = LockKey::open(ctx, key, Mode::Write)?;
-        match want {
-            Want::Exclusive => lock_key.store(Value::exclusive(lock, meta))?,
-            Want::Shared { limit } => match lock_key.held()? {
-                Some(Held::Shared(shared)) => {
-                    shared.upsert(lock, meta);
-                    lock_key.follow_deadline()?;
-                }
-                _ => {
-                    let mut shared = SharedLock::new(limit);
-                    shared.insert(lock, meta);
-                    lock_key.store(Value::Shared(Box::new(shared)))?;
-                }
-            },
-        }
-        // Replayed from an AOF: its holders leave at their deadlines once the load ends.
-        let loading = ctx.get_flags().contains(ContextFlags::LOADING);
-        if loading && lock_key.held()?.is_some_and(|h| h.holders_expire_first()) {
-            let id = lock_id(ctx, key)?;
-            state::update(|s| {
-                if s.loaded_shared.last() != Some(&id) {
-                    s.loaded_shared.push(id);
-                }
-            });
-        }
-        // A replica's own AOF must record the effect too (sub-replicas get the primary's
-        // stream proxied; nothing propagates while the AOF itself is loading).
-        ctx.replicate_verbatim();
-        Ok(RedisValue::SimpleStringStatic("OK"))
-    })
+pub fn apply(ctx: &Context, args: &Args) -> LockResult<Answer> {
+    effects_only(ctx, "LOCK.APPLY")?;
+    let (key, rest) = args.keyed()?;
+    let applied = parse_apply(rest)?;
+    let fence = applied.fence;
+    let want = applied.want;
+    let meta = applied.meta.clone();
+    // Checked (the fence fits) before it may raise the clock.
+    let lock = applied.into_lock()?;
+    fences::observe_fence_or_warn(ctx, fence);
+    let mut lock_key = LockKey::open(ctx, key, Mode::Write)?;
+    match want {
+        Want::Exclusive => lock_key.store(Value::exclusive(lock, meta))?,
+        Want::Shared { limit } => match lock_key.held()? {
+            Some(Held::Shared(shared)) => {
+                shared.upsert(lock, meta);
+                lock_key.follow_deadline()?;
+            }
+            _ => {
+                let mut shared = SharedLock::new(limit);
+                shared.insert(lock, meta);
+                lock_key.store(Value::Shared(Box::new(shared)))?;
+            }
+        },
+    }
+    // Replayed from an AOF: its holders leave at their deadlines once the load ends.
+    let loading = ctx.get_flags().contains(ContextFlags::LOADING);
+    if loading && lock_key.held()?.is_some_and(|h| h.holders_expire_first()) {
+        let id = lock_id(ctx, key)?;
+        state::update(|s| {
+            if s.loaded_shared.last() != Some(&id) {
+                s.loaded_shared.push(id);
+            }
+        });
+    }
+    // A replica's own AOF must record the effect too (sub-replicas get the primary's
+    // stream proxied; nothing propagates while the AOF itself is loading).
+    ctx.replicate_verbatim();
+    Ok(Answer::Done)
 }
 
 /// LOCK.DROP key token: the shared holder with `token` leaves; the key goes with the last.
 /// (From the primary's link or AOF replay only.)
-pub fn drop_holder(ctx: &Context, args: Vec<RedisString>) -> RedisResult {
-    guard::command(|| {
-        effects_only(ctx, "LOCK.DROP")?;
-        let (key, rest) = key_and_rest(&args, "lock.drop")?;
-        let token = parse_drop(&rest)?;
-        let mut lock_key = LockKey::open(ctx, key, Mode::Write)?;
-        let empty = match lock_key.held()? {
-            Some(Held::Shared(shared)) => {
-                shared.remove(&token);
-                shared.is_empty()
-            }
-            Some(Held::Exclusive(lock, _)) => lock.has_token(&token),
-            None => false,
-        };
-        if empty {
-            lock_key.delete()?;
-        } else if lock_key.held()?.is_some() {
-            lock_key.follow_deadline()?;
+pub fn drop_holder(ctx: &Context, args: &Args) -> LockResult<Answer> {
+    effects_only(ctx, "LOCK.DROP")?;
+    let (key, rest) = args.keyed()?;
+    let token = parse_drop(rest)?;
+    let mut lock_key = LockKey::open(ctx, key, Mode::Write)?;
+    let empty = match lock_key.held()? {
+        Some(Held::Shared(shared)) => {
+            shared.remove(&token);
+            shared.is_empty()
         }
-        ctx.replicate_verbatim();
-        Ok(RedisValue::SimpleStringStatic("OK"))
-    })
+        Some(Held::Exclusive(lock, _)) => lock.has_token(&token),
+        None => false,
+    };
+    if empty {
+        lock_key.delete()?;
+    } else if lock_key.held()?.is_some() {
+        lock_key.follow_deadline()?;
+    }
+    ctx.replicate_verbatim();
+    Ok(Answer::Done)
 }
 
 /// LOCK.CLOCK fence: raise the fence clock (from the primary's link or AOF replay only).
-pub fn clock(ctx: &Context, args: Vec<RedisString>) -> RedisResult {
-    guard::command(|| {
-        effects_only(ctx, "LOCK.CLOCK")?;
-        let rest: Vec<&[u8]> = args.iter().skip(1).map(RedisString::as_slice).collect();
-        // Effects load whole (the primary or the file made them); a fence too far ahead raises
-        // the clock only within lock.fence-max-ahead.
-        fences::observe_fence_or_warn(ctx, parse_clock(&rest)?);
-        ctx.replicate_verbatim();
-        Ok(RedisValue::SimpleStringStatic("OK"))
-    })
+pub fn clock(ctx: &Context, args: &Args) -> LockResult<Answer> {
+    effects_only(ctx, "LOCK.CLOCK")?;
+    // Effects load whole (the primary or the file made them); a fence too far ahead raises
+    // the clock only within lock.fence-max-ahead.
+    fences::observe_fence_or_warn(ctx, parse_clock(args.all())?);
+    ctx.replicate_verbatim();
+    Ok(Answer::Done)
 }
 
 fn effects_only(ctx: &Context, command: &'static str) -> LockResult<()> {

@@ -21,6 +21,9 @@ pub struct LockKey {
     /// The key's value as the server holds it (null: none), read once at opening and kept up
     /// to date by `store` and `delete`, the only writers while the handle is open.
     value: *mut std::ffi::c_void,
+    /// Opened for writing, and nothing has set the key's expiry or deleted it since: the
+    /// expiry is checked when the handle closes.
+    check_expiry: bool,
 }
 
 /// The server's handle of the lock data type, set once when the module registers it.
@@ -74,6 +77,7 @@ impl LockKey {
             name: name.inner,
             key: NonNull::new(key.cast()),
             value: ptr::null_mut(),
+            check_expiry: matches!(mode, Mode::Write),
         };
         this.check_type()?;
         if let Some(key) = this.key {
@@ -81,29 +85,32 @@ impl LockKey {
             // SAFETY: key is an open key handle, of this type or empty.
             this.value = unsafe { get_value(key.as_ptr()) };
         }
-        if matches!(mode, Mode::Write) {
-            this.resync_expiry()?;
-        }
         Ok(this)
     }
 
     /// The key's expiry is the lock's deadline, so the key goes when the lock ends, not before
-    /// or after. Opening for writing puts it back where something moved it: the keyspace
-    /// events of EXPIRE, PERSIST and RESTORE open the key for just that (`keyspace.rs`), and
-    /// every LOCK write command checks again. (A past deadline makes the server drop the key
-    /// by its own expiry.)
-    fn resync_expiry(&mut self) -> LockResult<()> {
-        let Some(key) = self.key else { return Ok(()) };
-        let Some(deadline) = self.held()?.and_then(|held| held.deadline()) else {
-            return Ok(());
+    /// or after. A handle opened for writing puts it back where something moved it, when it
+    /// closes, unless the command set the expiry itself (most do, so most pay nothing): the
+    /// keyspace events of EXPIRE, PERSIST and RESTORE open the key for just that
+    /// (`keyspace.rs`), and every LOCK write command checks again. (A past deadline makes the
+    /// server drop the key by its own expiry.)
+    fn resync_expiry(&mut self) {
+        let Some(key) = self.key else { return };
+        // SAFETY: see `held`; the value is this type's or null.
+        let Some(deadline) = (unsafe { value::held(self.value) }).and_then(|h| h.deadline()) else {
+            return;
         };
-        let get_abs_expire = api!(RedisModule_GetAbsExpire)?;
+        let (Some(get_abs_expire), Some(set_abs_expire)) =
+            (unsafe { raw::RedisModule_GetAbsExpire }, unsafe {
+                raw::RedisModule_SetAbsExpire
+            })
+        else {
+            return;
+        };
         // SAFETY: key is an open key handle holding a lock.
         if unsafe { get_abs_expire(key.as_ptr()) } != deadline {
-            let set_abs_expire = api!(RedisModule_SetAbsExpire)?;
             unsafe { set_abs_expire(key.as_ptr(), deadline) };
         }
-        Ok(())
     }
 
     fn check_type(&self) -> LockResult<()> {
@@ -186,6 +193,7 @@ impl LockKey {
         if unsafe { set_abs_expire(key.as_ptr(), deadline_ms) } != raw::REDISMODULE_OK as c_int {
             return Err(LockError::Internal("could not set the key's expiry".into()));
         }
+        self.check_expiry = false;
         self.signal_modified()
     }
 
@@ -199,6 +207,7 @@ impl LockKey {
             return Err(LockError::Internal("could not delete the key".into()));
         }
         self.value = ptr::null_mut();
+        self.check_expiry = false;
         self.signal_modified()
     }
 
@@ -218,6 +227,9 @@ impl LockKey {
 
 impl Drop for LockKey {
     fn drop(&mut self) {
+        if self.check_expiry {
+            self.resync_expiry();
+        }
         if let (Some(key), Some(close)) = (self.key, unsafe { raw::RedisModule_CloseKey }) {
             // SAFETY: key was opened by this handle and is closed once.
             unsafe { close(key.as_ptr()) };

@@ -6,6 +6,7 @@
 
 pub mod api;
 pub mod block;
+pub mod call;
 pub mod clock;
 pub mod cluster;
 pub mod guard;

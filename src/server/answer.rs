@@ -3,7 +3,6 @@
 use lock_core::queue::LockId;
 use lock_core::token::Token;
 use lock_core::LockError;
-use redis_module::RedisValue;
 
 use crate::ffi::block::{self, Blocked};
 use crate::ffi::timer;
@@ -48,12 +47,4 @@ pub fn unblock(handle: Blocked, serial: u64, reply: Option<Reply>) {
 
 pub fn unblock_with_error(handle: Blocked, serial: u64, error: &LockError) {
     unblock(handle, serial, Some(Reply::Error(error.to_string())));
-}
-
-/// `[token, fence]`: the reply to every grant, at once or after waiting.
-pub fn grant_reply(token: &[u8], fence: u64) -> RedisValue {
-    RedisValue::Array(vec![
-        RedisValue::StringBuffer(token.to_vec()),
-        RedisValue::Integer(i64::try_from(fence).unwrap_or(i64::MAX)),
-    ])
 }

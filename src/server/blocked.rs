@@ -9,12 +9,13 @@ use lock_core::queue::{HoldOptions, LockId};
 use lock_core::token::Token;
 use lock_core::value::Want;
 use lock_core::{LockError, LockResult};
-use redis_module::{raw, Context, RedisError, RedisValue};
+use redis_module::{raw, Context, RedisValue};
 
 use crate::ffi::block::{self, Blocked, Callbacks};
+use crate::ffi::call::{self, Answer};
 use crate::ffi::guard;
 use crate::observe::stats::{count, STATS};
-use crate::server::answer::{grant_reply, unblock_with_error, BlockTimeout, Reply};
+use crate::server::answer::{unblock_with_error, BlockTimeout, Reply};
 use crate::server::{runner, state};
 
 const CALLBACKS: Callbacks = Callbacks {
@@ -89,7 +90,7 @@ unsafe extern "C" fn on_reply(
 ) -> c_int {
     in_reply_callback(ctx, |ctx| {
         // SAFETY: every client this module blocks is unblocked with a Reply or none.
-        let result = match unsafe { block::private_data::<Reply>(ctx) } {
+        match unsafe { block::private_data::<Reply>(ctx) } {
             Some(Reply::Granted {
                 token,
                 fence,
@@ -97,12 +98,17 @@ unsafe extern "C" fn on_reply(
                 ..
             }) => {
                 *delivered = true;
-                Ok(grant_reply(token.as_bytes(), *fence))
+                let fence = *fence;
+                let token = token.clone();
+                call::send(ctx, Ok(Answer::Grant { token, fence }));
             }
-            Some(Reply::Error(text)) => Err(RedisError::String(text.clone())),
-            Some(Reply::TimedOut) | None => Ok(RedisValue::Null),
-        };
-        ctx.reply(result);
+            Some(Reply::Error(text)) => {
+                call::send_error(ctx, text);
+            }
+            Some(Reply::TimedOut) | None => {
+                call::send(ctx, Ok(Answer::Null));
+            }
+        }
     })
 }
 

@@ -123,6 +123,12 @@ pub fn total_waiters() -> usize {
     with(|s| s.handoff.total_waiters()).unwrap_or(0)
 }
 
+/// Whether the server may evict keys, as the last config event left it (if the state cannot
+/// be read: true, so ACQUIRE refuses rather than risk a lock evicted).
+pub fn eviction_possible() -> bool {
+    with(|s| s.eviction_possible).unwrap_or(true)
+}
+
 /// Whether some grant's delivery is open. If the state cannot be read: true, so a retry or
 /// renewal still marks its owner seen.
 pub fn grants_unsettled() -> bool {
