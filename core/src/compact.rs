@@ -10,7 +10,7 @@ use std::mem::ManuallyDrop;
 
 use crate::error::{LockError, LockResult};
 use crate::fence::MAX_FENCE;
-use crate::token::{hex_digit, spell_hex, Token};
+use crate::token::{read_hex, spell_hex, Token};
 
 pub struct CompactHold {
     fence_and_form: u64,
@@ -110,8 +110,20 @@ impl CompactHold {
     }
 
     pub fn has_token(&self, token: &Token) -> bool {
-        let mut buf = [0u8; INLINE_TEXT_MAX];
-        self.token(&mut buf) == token.as_bytes()
+        let theirs = token.as_bytes();
+        match self.form() {
+            // The common case, without a spelling of the stored token to copy out.
+            Form::Hex => {
+                let mut spelled = [0u8; 32];
+                // SAFETY: the form says the inline field was written.
+                spell_hex(unsafe { &self.token.inline }, &mut spelled);
+                spelled == theirs
+            }
+            _ => {
+                let mut buf = [0u8; INLINE_TEXT_MAX];
+                self.token(&mut buf) == theirs
+            }
+        }
     }
 
     /// Heap bytes owned beyond the hold itself.
@@ -167,10 +179,7 @@ fn hex_form(text: &[u8]) -> Option<[u8; 16]> {
         return None;
     }
     let mut out = [0u8; 16];
-    for (i, pair) in text.chunks_exact(2).enumerate() {
-        out[i] = (hex_digit(pair[0])? << 4) | hex_digit(pair[1])?;
-    }
-    Some(out)
+    read_hex(text, &mut out).then_some(out)
 }
 
 /// A lowercase UUID (`8-4-4-4-12` hex digits) as its 16 bytes.

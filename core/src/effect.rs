@@ -74,6 +74,19 @@ impl<'a> Effect<'a> {
         }
     }
 
+    /// `apply`, for a caller that has the lock's token at hand (a grant, a renewal): spelling
+    /// it again from the compact form would cost the hot paths time. `token` must be the
+    /// lock's own.
+    pub fn apply_as(lock: &Lock, token: &'a Token, meta: Option<&'a Meta>) -> Self {
+        debug_assert!(lock.has_token(token));
+        Effect::Apply {
+            deadline_ms: lock.deadline_ms,
+            fence: lock.fence() as i64,
+            token: token.as_bytes(),
+            meta: meta.map(Meta::as_bytes),
+        }
+    }
+
     /// The effect that adds or replaces the shared `holder` (with its label) of a lock with
     /// `limit`.
     pub fn share(
@@ -87,6 +100,23 @@ impl<'a> Effect<'a> {
             fence: holder.fence() as i64,
             limit: limit.map(i64::from),
             token: holder.token(buf),
+            meta: meta.map(Meta::as_bytes),
+        }
+    }
+
+    /// `share`, with the holder's own `token` at hand (see `apply_as`).
+    pub fn share_as(
+        holder: &Lock,
+        token: &'a Token,
+        limit: Option<u32>,
+        meta: Option<&'a Meta>,
+    ) -> Self {
+        debug_assert!(holder.has_token(token));
+        Effect::Share {
+            deadline_ms: holder.deadline_ms,
+            fence: holder.fence() as i64,
+            limit: limit.map(i64::from),
+            token: token.as_bytes(),
             meta: meta.map(Meta::as_bytes),
         }
     }

@@ -428,6 +428,11 @@ impl<H: Copy + Eq + Hash> HandOff<H> {
         std::mem::take(&mut self.pending)
     }
 
+    /// Whether expired locks wait to be notified (in any database).
+    pub fn expired_pending(&self) -> bool {
+        !self.pending.expired.is_empty()
+    }
+
     /// Expired locks of database `db` not yet notified, taken out to be notified now (before
     /// any other lock event, so watchers see them in order).
     pub fn take_expired(&mut self, db: i32) -> Vec<LockId> {

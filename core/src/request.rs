@@ -45,39 +45,36 @@ impl AcquireRequest {
         let mut meta = None;
         let mut rest = options;
         while let Some((name, after)) = rest.split_first() {
-            let option = ["TOKEN", "BLOCK", "SHARED", "LIMIT", "EPHEMERAL", "META"]
-                .into_iter()
-                .find(|option| name.eq_ignore_ascii_case(option.as_bytes()))
-                .ok_or_else(|| LockError::UnknownOption(shown(name)))?;
+            let option = Opt::named(name).ok_or_else(|| LockError::UnknownOption(shown(name)))?;
             let repeated = match option {
-                "TOKEN" => token.is_some(),
-                "BLOCK" => block_ms.is_some(),
-                "SHARED" => shared,
-                "LIMIT" => limit.is_some(),
-                "EPHEMERAL" => ephemeral,
-                _ => meta.is_some(),
+                Opt::Token => token.is_some(),
+                Opt::Block => block_ms.is_some(),
+                Opt::Shared => shared,
+                Opt::Limit => limit.is_some(),
+                Opt::Ephemeral => ephemeral,
+                Opt::Meta => meta.is_some(),
             };
             if repeated {
-                return Err(LockError::RepeatedOption(option));
+                return Err(LockError::RepeatedOption(option.name()));
             }
+            rest = after;
             // The flags take no value.
             match option {
-                "SHARED" => shared = true,
-                "EPHEMERAL" => ephemeral = true,
+                Opt::Shared => shared = true,
+                Opt::Ephemeral => ephemeral = true,
                 _ => {
-                    let (value, after) =
-                        after.split_first().ok_or(LockError::MissingValue(option))?;
+                    let (value, after) = rest
+                        .split_first()
+                        .ok_or(LockError::MissingValue(option.name()))?;
                     match option {
-                        "TOKEN" => token = Some(Token::parse(value)?),
-                        "BLOCK" => block_ms = Some(parse_timeout(value)?),
-                        "LIMIT" => limit = Some(parse_limit(value)?),
+                        Opt::Token => token = Some(Token::parse(value)?),
+                        Opt::Block => block_ms = Some(parse_timeout(value)?),
+                        Opt::Limit => limit = Some(parse_limit(value)?),
                         _ => meta = Some(Meta::parse(value)?),
                     }
                     rest = after;
-                    continue;
                 }
             }
-            rest = after;
         }
         let want = match (shared, limit) {
             (true, Some(_)) => return Err(LockError::SharedWithLimit),
@@ -117,6 +114,46 @@ pub fn parse_release(args: &[&[u8]]) -> LockResult<Token> {
     Token::parse(token)
 }
 
+/// LOCK.ACQUIRE's options.
+#[derive(Clone, Copy)]
+enum Opt {
+    Token,
+    Block,
+    Shared,
+    Limit,
+    Ephemeral,
+    Meta,
+}
+
+impl Opt {
+    const ALL: [Opt; 6] = [
+        Opt::Token,
+        Opt::Block,
+        Opt::Shared,
+        Opt::Limit,
+        Opt::Ephemeral,
+        Opt::Meta,
+    ];
+
+    /// The option `word` names, in any case.
+    fn named(word: &[u8]) -> Option<Opt> {
+        Self::ALL
+            .into_iter()
+            .find(|o| word.eq_ignore_ascii_case(o.name().as_bytes()))
+    }
+
+    fn name(self) -> &'static str {
+        match self {
+            Opt::Token => "TOKEN",
+            Opt::Block => "BLOCK",
+            Opt::Shared => "SHARED",
+            Opt::Limit => "LIMIT",
+            Opt::Ephemeral => "EPHEMERAL",
+            Opt::Meta => "META",
+        }
+    }
+}
+
 fn parse_ttl(bytes: &[u8], max_ttl_ms: i64) -> LockResult<i64> {
     let ttl = parse_i64(bytes).ok_or_else(|| LockError::TtlNotInteger(shown(bytes)))?;
     if ttl < 1 {
@@ -147,15 +184,30 @@ fn parse_timeout(bytes: &[u8]) -> LockResult<i64> {
 /// A decimal integer as Redis reads one: an optional `-`, digits, no `+`, no spaces, no
 /// leading zeros, within 64 bits.
 pub fn parse_i64(bytes: &[u8]) -> Option<i64> {
-    let digits = bytes.strip_prefix(b"-").unwrap_or(bytes);
+    let (negative, digits) = match bytes.strip_prefix(b"-") {
+        Some(digits) => (true, digits),
+        None => (false, bytes),
+    };
     let well_formed = !digits.is_empty()
-        && digits.iter().all(u8::is_ascii_digit)
         && (digits[0] != b'0' || digits.len() == 1)
-        && !(digits == b"0" && digits.len() != bytes.len());
+        && !(negative && digits == b"0");
     if !well_formed {
         return None;
     }
-    std::str::from_utf8(bytes).ok()?.parse().ok()
+    // Accumulated on the negative side, which reaches i64::MIN.
+    let mut n: i64 = 0;
+    for &c in digits {
+        let digit = i64::from(c.wrapping_sub(b'0'));
+        if digit > 9 {
+            return None;
+        }
+        n = n.checked_mul(10)?.checked_sub(digit)?;
+    }
+    if negative {
+        Some(n)
+    } else {
+        n.checked_neg()
+    }
 }
 
 #[cfg(test)]

@@ -85,20 +85,98 @@ impl std::fmt::Debug for Token {
 
 /// `bytes` as lowercase hex into `out`, which holds exactly two characters per byte.
 pub(crate) fn spell_hex(bytes: &[u8], out: &mut [u8]) {
-    const DIGITS: &[u8; 16] = b"0123456789abcdef";
-    for (pair, b) in out.chunks_exact_mut(2).zip(bytes) {
-        pair[0] = DIGITS[usize::from(b >> 4)];
-        pair[1] = DIGITS[usize::from(b & 0x0f)];
+    for (pair, &b) in out.chunks_exact_mut(2).zip(bytes) {
+        pair.copy_from_slice(&HEX_PAIRS[usize::from(b)]);
     }
 }
 
-/// The value of one lowercase hex digit.
-pub(crate) fn hex_digit(c: u8) -> Option<u8> {
-    match c {
-        b'0'..=b'9' => Some(c - b'0'),
-        b'a'..=b'f' => Some(c - b'a' + 10),
-        _ => None,
+/// Each byte's two lowercase hex digits: one lookup per byte on the hot paths.
+const HEX_PAIRS: [[u8; 2]; 256] = {
+    const DIGITS: &[u8; 16] = b"0123456789abcdef";
+    let mut pairs = [[0u8; 2]; 256];
+    let mut b = 0;
+    while b < 256 {
+        pairs[b] = [DIGITS[b >> 4], DIGITS[b & 0x0f]];
+        b += 1;
     }
+    pairs
+};
+
+/// Each byte's value as a lowercase hex digit, or `NOT_HEX`.
+const HEX_VALUES: [u8; 256] = {
+    let mut values = [NOT_HEX; 256];
+    let mut d = 0;
+    while d < 10 {
+        values[b'0' as usize + d] = d as u8;
+        d += 1;
+    }
+    let mut d = 0;
+    while d < 6 {
+        values[b'a' as usize + d] = 10 + d as u8;
+        d += 1;
+    }
+    values
+};
+const NOT_HEX: u8 = 0xff;
+
+/// Lowercase hex digits as bytes (two digits per byte), if every digit is one.
+pub(crate) fn read_hex(text: &[u8], out: &mut [u8]) -> bool {
+    let n = out.len().min(text.len() / 2);
+    let (text, out) = (&text[..2 * n], &mut out[..n]);
+    let mut ok = true;
+    // Eight digits at a time as one word (a 32-digit token in four steps), the rest by table.
+    let mut words = text.chunks_exact(8);
+    let mut outs = out.chunks_exact_mut(4);
+    for (digits, four) in (&mut words).zip(&mut outs) {
+        let mut word = [0u8; 8];
+        word.copy_from_slice(digits);
+        match read_hex_word(u64::from_le_bytes(word)) {
+            Some(bytes) => four.copy_from_slice(&bytes.to_le_bytes()),
+            None => ok = false,
+        }
+    }
+    let mut bad = 0;
+    for (b, pair) in outs
+        .into_remainder()
+        .iter_mut()
+        .zip(words.remainder().chunks_exact(2))
+    {
+        let (hi, lo) = (
+            HEX_VALUES[usize::from(pair[0])],
+            HEX_VALUES[usize::from(pair[1])],
+        );
+        bad |= hi | lo;
+        *b = (hi << 4) | (lo & 0x0f);
+    }
+    // NOT_HEX is the only value with its top bit set.
+    ok && bad & 0x80 == 0
+}
+
+/// Eight lowercase hex digits (the first in the lowest byte) as four bytes, if all are digits.
+/// Each byte is range-checked in its own lane: with every byte below 0x80 no sum carries into
+/// the next.
+fn read_hex_word(x: u64) -> Option<u32> {
+    const ONES: u64 = 0x0101_0101_0101_0101;
+    const TOPS: u64 = 0x8080_8080_8080_8080;
+    // Top bit of each lane: the byte is in lo..=hi.
+    let within = |lo: u8, hi: u8| {
+        let at_least_lo = x.wrapping_add(u64::from(0x80 - lo) * ONES);
+        let above_hi = x.wrapping_add(u64::from(0x7f - hi) * ONES);
+        at_least_lo & !above_hi & TOPS
+    };
+    if x & TOPS != 0 {
+        return None;
+    }
+    let letters = within(b'a', b'f');
+    if (within(b'0', b'9') | letters) != TOPS {
+        return None;
+    }
+    // '0'..'9' keep their low nibble; 'a'..'f' have 1..6 there, plus 9.
+    let nibbles = (x & (ONES * 0x0f)) + (letters >> 7) * 9;
+    // Each 16-bit lane holds two digits, the first low: make it one byte, first digit high.
+    let lanes = ((nibbles & 0x000f_000f_000f_000f) << 4) | ((nibbles >> 8) & 0x000f_000f_000f_000f);
+    let pairs = (lanes | (lanes >> 8)) & 0x0000_ffff_0000_ffff;
+    Some(((pairs | (pairs >> 16)) & 0xffff_ffff) as u32)
 }
 
 #[cfg(test)]
@@ -132,7 +210,11 @@ mod tests {
         let a = Token::generate().unwrap();
         let b = Token::generate().unwrap();
         assert_eq!(a.as_bytes().len(), 32);
-        assert!(a.as_bytes().iter().all(|&c| hex_digit(c).is_some()));
+        assert!(read_hex(a.as_bytes(), &mut [0u8; 16]));
+        assert!(a
+            .as_bytes()
+            .iter()
+            .all(|c| c.is_ascii_digit() || (b'a'..=b'f').contains(c)));
         assert_ne!(a, b);
     }
 
@@ -141,7 +223,50 @@ mod tests {
         let mut out = [0u8; 8];
         spell_hex(&[0x00, 0x0f, 0xa5, 0xff], &mut out);
         assert_eq!(&out, b"000fa5ff");
-        assert_eq!(hex_digit(b'f'), Some(15));
-        assert_eq!(hex_digit(b'F'), None);
+    }
+
+    #[test]
+    fn hex_words_read_as_the_table_does() {
+        // Every byte value at every position of a word of otherwise valid digits.
+        for at in 0..8 {
+            for c in 0..=255u8 {
+                let mut text = *b"0123abcd";
+                text[at] = c;
+                let mut fast = [0u8; 4];
+                let ok = read_hex(&text, &mut fast);
+                let mut slow = [0u8; 4];
+                let mut slow_ok = true;
+                for (b, pair) in slow.iter_mut().zip(text.chunks_exact(2)) {
+                    let (hi, lo) = (HEX_VALUES[pair[0] as usize], HEX_VALUES[pair[1] as usize]);
+                    slow_ok &= hi != NOT_HEX && lo != NOT_HEX;
+                    *b = (hi << 4) | (lo & 0x0f);
+                }
+                assert_eq!(ok, slow_ok, "{text:?}");
+                if ok {
+                    assert_eq!(fast, slow, "{text:?}");
+                }
+            }
+        }
+        let mut out = [0u8; 16];
+        assert!(read_hex(b"00112233445566778899aabbccddeeff", &mut out));
+        assert_eq!(
+            out,
+            [
+                0x00, 0x11, 0x22, 0x33, 0x44, 0x55, 0x66, 0x77, 0x88, 0x99, 0xaa, 0xbb, 0xcc, 0xdd,
+                0xee, 0xff
+            ]
+        );
+    }
+
+    #[test]
+    fn hex_reads_exactly_lowercase_digits() {
+        let mut out = [0u8; 4];
+        assert!(read_hex(b"000fa5ff", &mut out));
+        assert_eq!(out, [0x00, 0x0f, 0xa5, 0xff]);
+        for c in 0..=255u8 {
+            let text = [b'0', c];
+            let digit = c.is_ascii_digit() || (b'a'..=b'f').contains(&c);
+            assert_eq!(read_hex(&text, &mut [0u8; 1]), digit, "{c:#x}");
+        }
     }
 }

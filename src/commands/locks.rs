@@ -211,7 +211,7 @@ fn extend(
         None => lock_key.follow_deadline()?,
     }
     match lock_key.held()? {
-        Some(Held::Exclusive(lock, meta)) => propagate::replicate_lock(ctx, key, lock, meta),
+        Some(Held::Exclusive(lock, meta)) => propagate::replicate_lock(ctx, key, lock, token, meta),
         _ => runner::replicate_holder(ctx, key, lock_key, token)?,
     }
     runner::owner_active(ctx, key, lock_key, token)?;

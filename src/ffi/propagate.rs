@@ -4,10 +4,10 @@
 
 use std::os::raw::{c_char, c_int, c_longlong};
 
-use lock_core::compact::INLINE_TEXT_MAX;
 use lock_core::effect::Effect;
 use lock_core::lock::Lock;
 use lock_core::meta::Meta;
+use lock_core::token::Token;
 use redis_module::{raw, Context, RedisString};
 
 /// Call `$send` for one holder: `$first`, the command, the format, the key, the token (as a
@@ -178,10 +178,15 @@ pub fn replicate(ctx: &Context, key: *mut raw::RedisModuleString, effect: &Effec
 }
 
 /// Send the exclusive lock's state (with its label), as stored under `key`, to replicas and
-/// the AOF.
-pub fn replicate_lock(ctx: &Context, key: &RedisString, lock: &Lock, meta: Option<&Meta>) {
-    let mut buf = [0u8; INLINE_TEXT_MAX];
-    replicate(ctx, key.inner, &Effect::apply(lock, meta, &mut buf));
+/// the AOF; `token` is the lock's own, as the command that granted or renewed it gave it.
+pub fn replicate_lock(
+    ctx: &Context,
+    key: &RedisString,
+    lock: &Lock,
+    token: &Token,
+    meta: Option<&Meta>,
+) {
+    replicate(ctx, key.inner, &Effect::apply_as(lock, token, meta));
 }
 
 /// Write `effect` on `key` into the AOF being rewritten.

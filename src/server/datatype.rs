@@ -248,6 +248,19 @@ unsafe extern "C" fn free(value: *mut c_void) {
 /// clients waiting for it are served once the server has finished.
 unsafe extern "C" fn unlink(ctx: *mut raw::RedisModuleKeyOptCtx, value: *const c_void) {
     guard::callback((), || {
+        let (replacing_live, serving_since, quiet) = state::with(|s| {
+            (
+                s.replacing_live,
+                s.serving_since_ms,
+                !s.handoff.anyone_waiting() && s.bindings.is_empty(),
+            )
+        })
+        .unwrap_or((false, i64::MAX, false));
+        // The module's own release or take-back of a live lock, with nobody waiting and
+        // nothing bound: nothing to count, notify or serve (every RELEASE comes here).
+        if replacing_live && quiet {
+            return;
+        }
         let (Some(db_of), Some(name_of)) = (unsafe {
             (
                 raw::RedisModule_GetDbIdFromOptCtx,
@@ -261,8 +274,6 @@ unsafe extern "C" fn unlink(ctx: *mut raw::RedisModuleKeyOptCtx, value: *const c
         let Some(name) = (unsafe { string_bytes(name) }) else {
             return;
         };
-        let (replacing_live, serving_since) =
-            state::with(|s| (s.replacing_live, s.serving_since_ms)).unwrap_or((false, i64::MAX));
         // Holders that expired in this server's care (a shared lock's last ones).
         let expired = match value_of(value) {
             Some(held) if !replacing_live => {

@@ -32,8 +32,7 @@ unsafe extern "C" fn on_config_change(
 
 fn report(ctx: &Context, at_load: bool) {
     let possible = ctx.get_flags().contains(ContextFlags::EVICTED);
-    let before =
-        state::with(|s| std::mem::replace(&mut s.eviction_possible, possible)).unwrap_or(!possible);
+    let before = state::set_eviction_possible(possible);
     if possible && (at_load || !before) {
         ctx.log_warning(WARNING);
     } else if !possible && before {

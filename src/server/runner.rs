@@ -156,7 +156,7 @@ pub fn grant_exclusive(
     // The lock it replaces takes its bindings with it (the unlink callback): bind after.
     replacing(current, || lock_key.store(value))?;
     if let Some(Held::Exclusive(stored, meta)) = lock_key.held()? {
-        propagate::replicate_lock(ctx, key, stored, meta);
+        propagate::replicate_lock(ctx, key, stored, token, meta);
     }
     bind(ctx, key, token, fence, options.bind_to)?;
     Ok(fence)
@@ -260,8 +260,7 @@ pub fn replicate_holder(
 ) -> LockResult<()> {
     if let Some(Held::Shared(shared)) = lock_key.held()? {
         if let Some(holder) = shared.holder(token) {
-            let mut buf = [0u8; lock_core::compact::INLINE_TEXT_MAX];
-            let effect = Effect::share(holder, shared.limit(), shared.meta(token), &mut buf);
+            let effect = Effect::share_as(holder, token, shared.limit(), shared.meta(token));
             propagate::replicate(ctx, key.inner, &effect);
         }
     }

@@ -5,7 +5,8 @@
 //!
 //! Two kinds of values live elsewhere, for the server's sake: the counters of `INFO lock`
 //! (atomics, as the type's `free` can run on a background thread) and the settings (statics
-//! the server's config API writes to directly).
+//! the server's config API writes to directly), with the one fact derived from them here,
+//! whether eviction is possible.
 //!
 //! The state is only ever borrowed for pure work, never across a call into the server, which
 //! could call back into the module. A borrow that finds the state busy is a bug: it is logged,
@@ -13,6 +14,7 @@
 
 use std::cell::{Cell, RefCell};
 use std::ptr;
+use std::sync::atomic::{AtomicBool, Ordering};
 
 use lock_core::bindings::Bindings;
 use lock_core::fence::FenceClock;
@@ -37,8 +39,6 @@ pub struct State {
     /// the type's unlink callback, that value is not an expiry even if the clock passed its
     /// deadline meanwhile.
     pub replacing_live: bool,
-    /// Whether the server may evict keys (maxmemory with a policy other than noeviction).
-    pub eviction_possible: bool,
     /// Redis 7.0: lock keys whose `expire` event waits for the 0 ms timer.
     pub expiry_after_command: Vec<LockId>,
     /// Shared locks of several holders loaded from a file or a full sync: looked at when the
@@ -53,7 +53,6 @@ thread_local! {
         bindings: Bindings::new(),
         serving_since_ms: i64::MAX,
         replacing_live: false,
-        eviction_possible: false,
         expiry_after_command: Vec::new(),
         loaded_shared: Vec::new(),
     });
@@ -123,10 +122,18 @@ pub fn total_waiters() -> usize {
     with(|s| s.handoff.total_waiters()).unwrap_or(0)
 }
 
-/// Whether the server may evict keys, as the last config event left it (if the state cannot
-/// be read: true, so ACQUIRE refuses rather than risk a lock evicted).
+/// Whether the server may evict keys (maxmemory with a policy other than noeviction), as the
+/// last config event left it. An atomic beside the state rather than in it: every ACQUIRE
+/// reads it, and it is a fact about the settings, not about locks.
+static EVICTION_POSSIBLE: AtomicBool = AtomicBool::new(false);
+
 pub fn eviction_possible() -> bool {
-    with(|s| s.eviction_possible).unwrap_or(true)
+    EVICTION_POSSIBLE.load(Ordering::Relaxed)
+}
+
+/// Record whether eviction is possible now; whether it was before.
+pub fn set_eviction_possible(possible: bool) -> bool {
+    EVICTION_POSSIBLE.swap(possible, Ordering::Relaxed)
 }
 
 /// Whether some grant's delivery is open. If the state cannot be read: true, so a retry or
