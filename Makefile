@@ -14,7 +14,9 @@
 #   make chaos    the fault-injection tests (tests/faults.rs) at 10x scale on all three servers
 #   make bench    the module against the Lua scripts and commands it replaces and against a
 #                 bench-only floor module, on all three servers (BENCH_SCALE=0.1 for a quick
-#                 run; BENCH_ONLY=throughput,replica,contention,scale,shared picks sections)
+#                 run; BENCH_ONLY=throughput,instructions,replica,contention,scale,shared picks
+#                 sections); the instruction counts run the server under valgrind (installed
+#                 here if missing); the charts go to target/bench/ with each server's results
 #   make lint     rustfmt and clippy, as required before every commit
 
 CARGO ?= cargo
@@ -158,6 +160,8 @@ chaos: deps build
 # waiter scale test holds 10,000 connections open. Each server's figures go to target/bench/,
 # and a last run draws the charts from all of them.
 bench: deps build
+	@command -v valgrind >/dev/null 2>&1 || { $(SUDO) apt-get update -qq && \
+		$(SUDO) env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq valgrind; }
 	$(CARGO) build --release -p lock-floor
 	@ulimit -n 20000 2>/dev/null || echo "could not raise ulimit -n: the waiter scale test shrinks"; \
 	for server in "$(REDIS_SERVER)" "$(REDIS8_SERVER)" "$(VALKEY_SERVER)"; do \

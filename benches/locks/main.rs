@@ -11,6 +11,7 @@ mod charts;
 mod common;
 mod contention;
 mod driver;
+mod instructions;
 mod report;
 mod scale;
 
@@ -643,7 +644,7 @@ fn start_server() -> Server {
 }
 
 /// Whether the section `name` runs: all of them, or those BENCH_ONLY lists (comma-separated:
-/// throughput, replica, contention, scale, shared).
+/// throughput, instructions, replica, contention, scale, shared).
 fn wanted(name: &str) -> bool {
     match std::env::var("BENCH_ONLY") {
         Ok(only) if !only.is_empty() => only.split(',').any(|s| s.trim() == name),
@@ -672,6 +673,9 @@ fn main() {
             &[(1, scaled(4000)), (PIPELINE, scaled(40_000))],
             &["acquire", "renew", "release", "lock cycle"],
         );
+    }
+    if wanted("instructions") {
+        instructions::run();
     }
     if wanted("replica") {
         bench_throughput_with_replica(&srv);
