@@ -264,8 +264,14 @@ impl SharedLock {
 
     /// The label of the holder with this token, live or not.
     pub fn meta(&self, token: &Token) -> Option<&Meta> {
-        let p = self.position(token)?;
-        self.labels.as_ref()?.get(p as usize)?.as_ref()
+        self.holder_and_meta(token)?.1
+    }
+
+    /// The holder with this token, live or not, and its label: one lookup for both.
+    pub fn holder_and_meta(&self, token: &Token) -> Option<(&Lock, Option<&Meta>)> {
+        let p = self.position(token)? as usize;
+        let meta = self.labels.as_ref().and_then(|l| l.get(p)?.as_ref());
+        Some((&self.holders[p], meta))
     }
 
     /// Label the holder with `token` (None: no label); false if there is none.
@@ -316,15 +322,13 @@ impl SharedLock {
         self.insert(holder, meta);
     }
 
-    /// Move the deadline of the holder with `token`; false if there is none.
-    pub fn set_deadline(&mut self, token: &Token, deadline_ms: i64) -> bool {
-        let Some(p) = self.position(token) else {
-            return false;
-        };
+    /// Move the deadline of the holder with `token`: its fence, or None if there is none.
+    pub fn set_deadline(&mut self, token: &Token, deadline_ms: i64) -> Option<u64> {
+        let p = self.position(token)?;
         self.holders[p as usize].deadline_ms = deadline_ms;
         self.soonest.moved(p, &self.holders);
         self.latest.moved(p, &self.holders);
-        true
+        Some(self.holders[p as usize].fence())
     }
 
     /// Take out the holder with `token`.
@@ -558,8 +562,8 @@ mod tests {
         let mut s = SharedLock::new(Some(2));
         s.insert(holder("a", 100, 1), None);
         s.insert(holder("b", 200, 2), None);
-        assert!(s.set_deadline(&tok("a"), 500));
-        assert!(!s.set_deadline(&tok("z"), 500));
+        assert_eq!(s.set_deadline(&tok("a"), 500), Some(1));
+        assert_eq!(s.set_deadline(&tok("z"), 500), None);
         assert_eq!(s.earliest_deadline(), Some(200));
         assert_eq!(s.latest_deadline(), Some(500));
         assert_eq!(s.holder(&tok("a")).map(|h| h.deadline_ms), Some(500));
@@ -610,7 +614,9 @@ mod tests {
             assert!(s.remove(&tok(&format!("t{i}"))).is_some());
         }
         for i in (1..200u64).step_by(3) {
-            assert!(s.set_deadline(&tok(&format!("t{i}")), 5_000 + i as i64));
+            assert!(s
+                .set_deadline(&tok(&format!("t{i}")), 5_000 + i as i64)
+                .is_some());
         }
         let left: Vec<&Lock> = s.holders().collect();
         assert_eq!(left.len(), 133);
@@ -671,7 +677,15 @@ mod tests {
         }
         for i in 0..10u64 {
             let expected = (i % 3 == 0 && ![0, 4, 5].contains(&i)).then(|| label(i));
-            assert_eq!(s.meta(&tok(&format!("t{i}"))), expected.as_ref(), "t{i}");
+            let t = tok(&format!("t{i}"));
+            assert_eq!(s.meta(&t), expected.as_ref(), "t{i}");
+            // One lookup for both gives what the two lookups give.
+            let both = s.holder_and_meta(&t).map(|(h, m)| (h.fence(), m.cloned()));
+            assert_eq!(
+                both,
+                s.holder(&t).map(|h| (h.fence(), expected.clone())),
+                "t{i}"
+            );
         }
         assert!(s.set_meta(&tok("t1"), Some(label(1))));
         assert_eq!(s.meta(&tok("t1")), Some(&label(1)));

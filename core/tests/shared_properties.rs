@@ -293,10 +293,9 @@ impl Real {
                     lock.deadline_ms = deadline;
                     lock.fence()
                 }
-                Some(Value::Shared(shared)) => {
-                    assert!(shared.set_deadline(tok, deadline), "a retry of a holder");
-                    shared.holder(tok).expect("the holder").fence()
-                }
+                Some(Value::Shared(shared)) => shared
+                    .set_deadline(tok, deadline)
+                    .expect("a retry of a holder"),
                 Some(Value::Labeled(_)) | None => panic!("a retry without an unlabeled lock"),
             }),
             Ok(Acquire::Busy) if block => {
@@ -368,7 +367,7 @@ impl Real {
         match &mut self.value {
             Some(Value::Exclusive(lock)) => lock.deadline_ms = now + ttl,
             Some(Value::Labeled(labeled)) => labeled.lock.deadline_ms = now + ttl,
-            Some(Value::Shared(shared)) => assert!(shared.set_deadline(tok, now + ttl)),
+            Some(Value::Shared(shared)) => assert!(shared.set_deadline(tok, now + ttl).is_some()),
             None => unreachable!(),
         }
         Outcome::of(Reply::Renewed(true))
@@ -1203,13 +1202,7 @@ fn run_index_ops(limit: Option<u32>, ops: &[IndexOp]) {
             }
             IndexOp::SetDeadline { token: t, deadline } => {
                 let got = s.set_deadline(&token(INDEX_TOKENS[t]), deadline);
-                let want = match model_fence_of(&m, t) {
-                    Some(f) => {
-                        m.get_mut(&f).unwrap().1 = deadline;
-                        true
-                    }
-                    None => false,
-                };
+                let want = model_fence_of(&m, t).inspect(|f| m.get_mut(f).unwrap().1 = deadline);
                 assert_eq!(got, want, "step {step}: set_deadline({t})");
             }
             IndexOp::Prune { now } => {

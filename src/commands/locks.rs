@@ -198,11 +198,11 @@ fn extend(
             (lock.fence(), relabeled)
         }
         Some(Held::Shared(shared)) => {
-            shared.set_deadline(token, deadline);
+            let fence = shared.set_deadline(token, deadline).unwrap_or(0);
             if meta.is_some() {
                 shared.set_meta(token, meta);
             }
-            (shared.holder(token).map_or(0, Lock::fence), None)
+            (fence, None)
         }
         None => return Err(LockError::Internal("no lock to extend".into())),
     };

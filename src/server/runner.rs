@@ -259,8 +259,8 @@ pub fn replicate_holder(
     token: &Token,
 ) -> LockResult<()> {
     if let Some(Held::Shared(shared)) = lock_key.held()? {
-        if let Some(holder) = shared.holder(token) {
-            let effect = Effect::share_as(holder, token, shared.limit(), shared.meta(token));
+        if let Some((holder, meta)) = shared.holder_and_meta(token) {
+            let effect = Effect::share_as(holder, token, shared.limit(), meta);
             propagate::replicate(ctx, key.inner, &effect);
         }
     }
