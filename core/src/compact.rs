@@ -110,20 +110,8 @@ impl CompactHold {
     }
 
     pub fn has_token(&self, token: &Token) -> bool {
-        let theirs = token.as_bytes();
-        match self.form() {
-            // The common case, without a spelling of the stored token to copy out.
-            Form::Hex => {
-                let mut spelled = [0u8; 32];
-                // SAFETY: the form says the inline field was written.
-                spell_hex(unsafe { &self.token.inline }, &mut spelled);
-                spelled == theirs
-            }
-            _ => {
-                let mut buf = [0u8; INLINE_TEXT_MAX];
-                self.token(&mut buf) == theirs
-            }
-        }
+        let mut buf = [0u8; INLINE_TEXT_MAX];
+        self.token(&mut buf) == token.as_bytes()
     }
 
     /// Heap bytes owned beyond the hold itself.
@@ -175,11 +163,7 @@ impl Eq for CompactHold {}
 
 /// 32 lowercase hex digits as their 16 bytes.
 fn hex_form(text: &[u8]) -> Option<[u8; 16]> {
-    if text.len() != 32 {
-        return None;
-    }
-    let mut out = [0u8; 16];
-    read_hex(text, &mut out).then_some(out)
+    read_hex(text.try_into().ok()?)
 }
 
 /// A lowercase UUID (`8-4-4-4-12` hex digits) as its 16 bytes.

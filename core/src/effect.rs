@@ -57,6 +57,12 @@ pub enum Effect<'a> {
     Clock { fence: i64 },
 }
 
+/// Whether `token` spells the token `lock` stores (for the debug checks of `apply_as`).
+fn is_own_token(lock: &Lock, token: &[u8]) -> bool {
+    let mut buf = [0u8; INLINE_TEXT_MAX];
+    lock.token(&mut buf) == token
+}
+
 impl<'a> Effect<'a> {
     /// The effect that recreates `lock` with its label exactly; `buf` spells a compactly
     /// stored token.
@@ -65,24 +71,18 @@ impl<'a> Effect<'a> {
         meta: Option<&'a Meta>,
         buf: &'a mut [u8; INLINE_TEXT_MAX],
     ) -> Self {
+        Self::apply_as(lock, lock.token(buf), meta)
+    }
+
+    /// `apply`, with the lock's own token spelled by the caller: a grant or a renewal has it
+    /// at hand, and spelling it again from the compact form would cost the hot paths time.
+    pub fn apply_as(lock: &Lock, token: &'a [u8], meta: Option<&'a Meta>) -> Self {
+        debug_assert!(is_own_token(lock, token));
         Effect::Apply {
             deadline_ms: lock.deadline_ms,
             // Below 2^62 by construction of `Lock`.
             fence: lock.fence() as i64,
-            token: lock.token(buf),
-            meta: meta.map(Meta::as_bytes),
-        }
-    }
-
-    /// `apply`, for a caller that has the lock's token at hand (a grant, a renewal): spelling
-    /// it again from the compact form would cost the hot paths time. `token` must be the
-    /// lock's own.
-    pub fn apply_as(lock: &Lock, token: &'a Token, meta: Option<&'a Meta>) -> Self {
-        debug_assert!(lock.has_token(token));
-        Effect::Apply {
-            deadline_ms: lock.deadline_ms,
-            fence: lock.fence() as i64,
-            token: token.as_bytes(),
+            token,
             meta: meta.map(Meta::as_bytes),
         }
     }
@@ -95,28 +95,22 @@ impl<'a> Effect<'a> {
         meta: Option<&'a Meta>,
         buf: &'a mut [u8; INLINE_TEXT_MAX],
     ) -> Self {
-        Effect::Share {
-            deadline_ms: holder.deadline_ms,
-            fence: holder.fence() as i64,
-            limit: limit.map(i64::from),
-            token: holder.token(buf),
-            meta: meta.map(Meta::as_bytes),
-        }
+        Self::share_as(holder, holder.token(buf), limit, meta)
     }
 
-    /// `share`, with the holder's own `token` at hand (see `apply_as`).
+    /// `share`, with the holder's own token spelled by the caller (see `apply_as`).
     pub fn share_as(
         holder: &Lock,
-        token: &'a Token,
+        token: &'a [u8],
         limit: Option<u32>,
         meta: Option<&'a Meta>,
     ) -> Self {
-        debug_assert!(holder.has_token(token));
+        debug_assert!(is_own_token(holder, token));
         Effect::Share {
             deadline_ms: holder.deadline_ms,
             fence: holder.fence() as i64,
             limit: limit.map(i64::from),
-            token: token.as_bytes(),
+            token,
             meta: meta.map(Meta::as_bytes),
         }
     }

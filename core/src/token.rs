@@ -102,54 +102,15 @@ const HEX_PAIRS: [[u8; 2]; 256] = {
     pairs
 };
 
-/// Each byte's value as a lowercase hex digit, or `NOT_HEX`.
-const HEX_VALUES: [u8; 256] = {
-    let mut values = [NOT_HEX; 256];
-    let mut d = 0;
-    while d < 10 {
-        values[b'0' as usize + d] = d as u8;
-        d += 1;
-    }
-    let mut d = 0;
-    while d < 6 {
-        values[b'a' as usize + d] = 10 + d as u8;
-        d += 1;
-    }
-    values
-};
-const NOT_HEX: u8 = 0xff;
-
-/// Lowercase hex digits as bytes (two digits per byte), if every digit is one.
-pub(crate) fn read_hex(text: &[u8], out: &mut [u8]) -> bool {
-    let n = out.len().min(text.len() / 2);
-    let (text, out) = (&text[..2 * n], &mut out[..n]);
-    let mut ok = true;
-    // Eight digits at a time as one word (a 32-digit token in four steps), the rest by table.
-    let mut words = text.chunks_exact(8);
-    let mut outs = out.chunks_exact_mut(4);
-    for (digits, four) in (&mut words).zip(&mut outs) {
+/// 32 lowercase hex digits as their 16 bytes, eight digits at a time; None if any is not one.
+pub(crate) fn read_hex(text: &[u8; 32]) -> Option<[u8; 16]> {
+    let mut out = [0u8; 16];
+    for (digits, four) in text.chunks_exact(8).zip(out.chunks_exact_mut(4)) {
         let mut word = [0u8; 8];
         word.copy_from_slice(digits);
-        match read_hex_word(u64::from_le_bytes(word)) {
-            Some(bytes) => four.copy_from_slice(&bytes.to_le_bytes()),
-            None => ok = false,
-        }
+        four.copy_from_slice(&read_hex_word(u64::from_le_bytes(word))?.to_le_bytes());
     }
-    let mut bad = 0;
-    for (b, pair) in outs
-        .into_remainder()
-        .iter_mut()
-        .zip(words.remainder().chunks_exact(2))
-    {
-        let (hi, lo) = (
-            HEX_VALUES[usize::from(pair[0])],
-            HEX_VALUES[usize::from(pair[1])],
-        );
-        bad |= hi | lo;
-        *b = (hi << 4) | (lo & 0x0f);
-    }
-    // NOT_HEX is the only value with its top bit set.
-    ok && bad & 0x80 == 0
+    Some(out)
 }
 
 /// Eight lowercase hex digits (the first in the lowest byte) as four bytes, if all are digits.
@@ -210,7 +171,7 @@ mod tests {
         let a = Token::generate().unwrap();
         let b = Token::generate().unwrap();
         assert_eq!(a.as_bytes().len(), 32);
-        assert!(read_hex(a.as_bytes(), &mut [0u8; 16]));
+        assert!(read_hex(a.as_bytes().try_into().unwrap()).is_some());
         assert!(a
             .as_bytes()
             .iter()
@@ -225,48 +186,53 @@ mod tests {
         assert_eq!(&out, b"000fa5ff");
     }
 
+    /// The value of one lowercase hex digit, the plain way: what the word reader must agree
+    /// with.
+    fn digit(c: u8) -> Option<u8> {
+        match c {
+            b'0'..=b'9' => Some(c - b'0'),
+            b'a'..=b'f' => Some(c - b'a' + 10),
+            _ => None,
+        }
+    }
+
     #[test]
-    fn hex_words_read_as_the_table_does() {
+    fn hex_words_read_as_digit_by_digit() {
         // Every byte value at every position of a word of otherwise valid digits.
         for at in 0..8 {
             for c in 0..=255u8 {
                 let mut text = *b"0123abcd";
                 text[at] = c;
-                let mut fast = [0u8; 4];
-                let ok = read_hex(&text, &mut fast);
-                let mut slow = [0u8; 4];
-                let mut slow_ok = true;
-                for (b, pair) in slow.iter_mut().zip(text.chunks_exact(2)) {
-                    let (hi, lo) = (HEX_VALUES[pair[0] as usize], HEX_VALUES[pair[1] as usize]);
-                    slow_ok &= hi != NOT_HEX && lo != NOT_HEX;
-                    *b = (hi << 4) | (lo & 0x0f);
-                }
-                assert_eq!(ok, slow_ok, "{text:?}");
-                if ok {
-                    assert_eq!(fast, slow, "{text:?}");
-                }
+                let slow: Option<Vec<u8>> = text
+                    .chunks_exact(2)
+                    .map(|pair| Some((digit(pair[0])? << 4) | digit(pair[1])?))
+                    .collect();
+                let fast = read_hex_word(u64::from_le_bytes(text)).map(|w| w.to_le_bytes());
+                assert_eq!(fast.map(|f| f.to_vec()), slow, "{text:?}");
             }
         }
-        let mut out = [0u8; 16];
-        assert!(read_hex(b"00112233445566778899aabbccddeeff", &mut out));
+        let out = read_hex(b"00112233445566778899aabbccddeeff");
         assert_eq!(
             out,
-            [
+            Some([
                 0x00, 0x11, 0x22, 0x33, 0x44, 0x55, 0x66, 0x77, 0x88, 0x99, 0xaa, 0xbb, 0xcc, 0xdd,
                 0xee, 0xff
-            ]
+            ])
         );
     }
 
     #[test]
     fn hex_reads_exactly_lowercase_digits() {
-        let mut out = [0u8; 4];
-        assert!(read_hex(b"000fa5ff", &mut out));
-        assert_eq!(out, [0x00, 0x0f, 0xa5, 0xff]);
-        for c in 0..=255u8 {
-            let text = [b'0', c];
-            let digit = c.is_ascii_digit() || (b'a'..=b'f').contains(&c);
-            assert_eq!(read_hex(&text, &mut [0u8; 1]), digit, "{c:#x}");
+        for at in [0, 9, 31] {
+            for c in 0..=255u8 {
+                let mut text = *b"000fa5ff000fa5ff000fa5ff000fa5ff";
+                text[at] = c;
+                assert_eq!(
+                    read_hex(&text).is_some(),
+                    digit(c).is_some(),
+                    "{c:#x} at {at}"
+                );
+            }
         }
     }
 }

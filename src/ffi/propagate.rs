@@ -186,7 +186,11 @@ pub fn replicate_lock(
     token: &Token,
     meta: Option<&Meta>,
 ) {
-    replicate(ctx, key.inner, &Effect::apply_as(lock, token, meta));
+    replicate(
+        ctx,
+        key.inner,
+        &Effect::apply_as(lock, token.as_bytes(), meta),
+    );
 }
 
 /// Write `effect` on `key` into the AOF being rewritten.

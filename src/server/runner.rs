@@ -260,7 +260,7 @@ pub fn replicate_holder(
 ) -> LockResult<()> {
     if let Some(Held::Shared(shared)) = lock_key.held()? {
         if let Some((holder, meta)) = shared.holder_and_meta(token) {
-            let effect = Effect::share_as(holder, token, shared.limit(), meta);
+            let effect = Effect::share_as(holder, token.as_bytes(), shared.limit(), meta);
             propagate::replicate(ctx, key.inner, &effect);
         }
     }
