@@ -7,14 +7,13 @@
 //! lookup and execution, with its replies and effects queued; not the socket reads and
 //! writes, which are the same bytes for both). Each phase zeroes the counters, sends its
 //! commands pipelined, and dumps: the dump's total over the number of commands is the cost
-//! of one. The server is this section's own process, stopped by its own PID.
+//! of one. The server is started (and stopped by its own PID) as every test server is.
 
 use std::fs;
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
-use std::time::{Duration, Instant};
+use std::process::{Command, Stdio};
 
-use crate::common::{module_path, new_dir, server_binary};
+use crate::common::{new_dir, Server};
 use crate::driver::{Driver, Reply};
 use crate::{cmd, floor_module, report, scaled, token};
 
@@ -34,31 +33,20 @@ const PHASES: [(&str, &str); 6] = [
     ("release", "FLOOR"),
 ];
 
-/// The phase's command on key `k` with token `t`, and what its success looks like.
-fn phase_command(what: &str, who: &str, k: &str, t: &str) -> (redis::Cmd, fn(&Reply) -> bool) {
+/// The phase's command on key `k` with token `t`.
+fn phase_command(what: &str, who: &str, k: &str, t: &str) -> redis::Cmd {
     match what {
-        "acquire" => (
-            cmd(&[&format!("{who}.ACQUIRE"), k, "60000", "TOKEN", t]),
-            Reply::is_grant,
-        ),
-        "renew" => (
-            cmd(&[&format!("{who}.RENEW"), k, t, "60000"]),
-            Reply::is_one,
-        ),
-        _ => (cmd(&[&format!("{who}.RELEASE"), k, t]), Reply::is_one),
+        "acquire" => cmd(&[&format!("{who}.ACQUIRE"), k, "60000", "TOKEN", t]),
+        "renew" => cmd(&[&format!("{who}.RENEW"), k, t, "60000"]),
+        _ => cmd(&[&format!("{who}.RELEASE"), k, t]),
     }
 }
 
-struct Valgrind {
-    child: Child,
-    port: u16,
-    out: PathBuf,
-}
-
-impl Drop for Valgrind {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
+/// What the phase's replies look like when every command succeeds.
+fn phase_ok(what: &str) -> fn(&Reply) -> bool {
+    match what {
+        "acquire" => Reply::is_grant,
+        _ => Reply::is_one,
     }
 }
 
@@ -73,50 +61,33 @@ fn valgrind_found() -> bool {
     })
 }
 
-fn start(dir: &Path) -> Valgrind {
-    let port = std::net::TcpListener::bind("127.0.0.1:0")
-        .and_then(|l| l.local_addr())
-        .map(|a| a.port())
-        .unwrap();
+/// The server under callgrind, with the lock module and the floor, and where its dumps go
+/// (in its own directory, removed with it).
+fn start() -> (Server, PathBuf) {
+    let dir = new_dir();
     let out = dir.join("callgrind.out");
-    let child = Command::new("valgrind")
-        .args(["--tool=callgrind", "--collect-atstart=no"])
-        .arg("--toggle-collect=processCommand")
-        .arg(format!("--callgrind-out-file={}", out.display()))
-        .arg(server_binary())
-        .args(["--port", &port.to_string(), "--bind", "127.0.0.1"])
-        .args(["--save", "", "--appendonly", "no", "--daemonize", "no"])
+    let out_file = format!("--callgrind-out-file={}", out.display());
+    let server = Server::start_wrapped(
+        dir,
+        &[
+            "valgrind",
+            "--tool=callgrind",
+            "--collect-atstart=no",
+            "--toggle-collect=processCommand",
+            &out_file,
+        ],
+        &[],
         // Rehash steps otherwise depend on when the cron ran: each phase starts from an empty
         // keyspace and grows it the same way, so the counts repeat.
-        .args(["--activerehashing", "no"])
-        .arg("--dir")
-        .arg(dir)
-        .arg("--loadmodule")
-        .arg(module_path())
-        .arg("--loadmodule")
-        .arg(floor_module())
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .expect("cannot start valgrind");
-    let server = Valgrind { child, port, out };
-    // A server under valgrind takes seconds to start.
-    let start = Instant::now();
-    while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
-        assert!(
-            start.elapsed() < Duration::from_secs(120),
-            "the server under valgrind did not start"
-        );
-        std::thread::sleep(Duration::from_millis(200));
-    }
-    server
+        &["--activerehashing", "no", "--loadmodule", &floor_module()],
+    );
+    (server, out)
 }
 
-fn control(server: &Valgrind, args: &[&str]) {
-    let pid = server.child.id().to_string();
+fn control(server: &Server, args: &[&str]) {
     let ok = Command::new("callgrind_control")
         .args(args)
-        .arg(&pid)
+        .arg(server.pid().to_string())
         .stdout(Stdio::null())
         .stderr(Stdio::null())
         .status()
@@ -125,8 +96,8 @@ fn control(server: &Valgrind, args: &[&str]) {
 }
 
 /// The instructions counted in the dump made last (its `summary:` line).
-fn last_dump_total(server: &Valgrind, dumps: usize) -> f64 {
-    let path = PathBuf::from(format!("{}.{dumps}", server.out.display()));
+fn last_dump_total(out: &Path, dumps: usize) -> f64 {
+    let path = PathBuf::from(format!("{}.{dumps}", out.display()));
     let text = fs::read_to_string(&path)
         .unwrap_or_else(|e| panic!("no callgrind dump at {}: {e}", path.display()));
     text.lines()
@@ -140,25 +111,18 @@ pub fn run() {
         println!("\n(instructions per command: valgrind not found, skipped)");
         return;
     }
-    let dir = new_dir();
-    let server = start(&dir);
+    let (server, out) = start();
     let n = commands();
     let keys: Vec<(String, String)> = (0..n).map(|i| (format!("cg:{i}"), token(i))).collect();
     let mut driver = Driver::connect(server.port);
     let send = |driver: &mut Driver, (what, who): (&str, &str)| {
         for chunk in keys.chunks(64) {
             let mut bytes = Vec::new();
-            let mut ok: fn(&Reply) -> bool = Reply::is_one;
             for (k, t) in chunk {
-                let (command, success) = phase_command(what, who, k, t);
-                bytes.extend(command.get_packed_command());
-                ok = success;
+                bytes.extend(phase_command(what, who, k, t).get_packed_command());
             }
-            assert_eq!(
-                driver.exchange(&bytes, chunk.len(), ok),
-                0,
-                "{who}.{what} failed"
-            );
+            let failed = driver.exchange(&bytes, chunk.len(), phase_ok(what));
+            assert_eq!(failed, 0, "{who}.{what} failed");
         }
     };
     // Warm up: the server's own allocations, and both modules' paths, settle before anything
@@ -179,11 +143,10 @@ pub fn run() {
         control(&server, &["-z"]);
         send(&mut driver, (what, who));
         control(&server, &["-d"]);
-        counts.push((what, who, last_dump_total(&server, i + 1) / n as f64));
+        counts.push((what, who, last_dump_total(&out, i + 1) / n as f64));
     }
     drop(driver);
     drop(server);
-    let _ = fs::remove_dir_all(&dir);
     println!(
         "\n### Instructions per command (callgrind, inside processCommand, {n} fresh keys, \
          pipelined)\n"

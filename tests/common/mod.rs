@@ -18,6 +18,9 @@ pub struct Server {
     pub port: u16,
     pub dir: PathBuf,
     child: Child,
+    /// A program the server runs under (valgrind, for the bench's instruction counts); empty
+    /// for none.
+    wrapper: Vec<String>,
     module_args: Vec<String>,
     config: Vec<String>,
     env: Vec<(String, String)>,
@@ -96,15 +99,44 @@ impl Server {
         let module_args: Vec<String> = module_args.iter().map(|s| s.to_string()).collect();
         let config: Vec<String> = config.iter().map(|s| s.to_string()).collect();
         let env = owned_env(env);
-        let (port, child) = launch(&dir, &module_args, &config, &env);
+        let (port, child) = launch(&dir, &[], &module_args, &config, &env);
         Server {
             port,
             dir,
             child,
+            wrapper: Vec::new(),
             module_args,
             config,
             env,
         }
+    }
+
+    /// Like `start_in`, with the server run under `wrapper` (a program and its arguments, the
+    /// server's command line after them), which may take much longer to start.
+    pub fn start_wrapped(
+        dir: PathBuf,
+        wrapper: &[&str],
+        module_args: &[&str],
+        config: &[&str],
+    ) -> Self {
+        let wrapper: Vec<String> = wrapper.iter().map(|s| s.to_string()).collect();
+        let module_args: Vec<String> = module_args.iter().map(|s| s.to_string()).collect();
+        let config: Vec<String> = config.iter().map(|s| s.to_string()).collect();
+        let (port, child) = launch(&dir, &wrapper, &module_args, &config, &[]);
+        Server {
+            port,
+            dir,
+            child,
+            wrapper,
+            module_args,
+            config,
+            env: Vec::new(),
+        }
+    }
+
+    /// The process ID of the server (or of its wrapper).
+    pub fn pid(&self) -> u32 {
+        self.child.id()
     }
 
     /// The environment variables of the next `restart`.
@@ -128,7 +160,13 @@ impl Server {
     /// Start again on the same data directory and settings (after `kill` or `shutdown_save`).
     pub fn restart(&mut self) {
         let _ = self.child.wait();
-        let (port, child) = launch(&self.dir, &self.module_args, &self.config, &self.env);
+        let (port, child) = launch(
+            &self.dir,
+            &self.wrapper,
+            &self.module_args,
+            &self.config,
+            &self.env,
+        );
         self.port = port;
         self.child = child;
     }
@@ -198,13 +236,21 @@ fn owned_env(env: &[(&str, &str)]) -> Vec<(String, String)> {
 
 fn launch(
     dir: &std::path::Path,
+    wrapper: &[String],
     module_args: &[String],
     config: &[String],
     env: &[(String, String)],
 ) -> (u16, Child) {
     for _attempt in 0..5 {
         let port = free_port();
-        let mut cmd = Command::new(server_binary());
+        let mut cmd = match wrapper.split_first() {
+            Some((program, args)) => {
+                let mut cmd = Command::new(program);
+                cmd.args(args).arg(server_binary());
+                cmd
+            }
+            None => Command::new(server_binary()),
+        };
         cmd.envs(env.iter().map(|(k, v)| (k, v)));
         if config.iter().any(|c| c == "--cluster-enabled") {
             // The bus port defaults to port + 10000, which may be taken or out of range.
@@ -225,7 +271,9 @@ fn launch(
             .stdout(Stdio::null())
             .stderr(Stdio::null());
         let mut child = cmd.spawn().expect("cannot start the server binary");
-        if wait_ready(port, &mut child) {
+        // A server under a wrapper such as valgrind takes seconds to start.
+        let patience = Duration::from_secs(if wrapper.is_empty() { 10 } else { 120 });
+        if wait_ready(port, &mut child, patience) {
             return (port, child);
         }
         let _ = child.kill();
@@ -251,9 +299,9 @@ fn free_port() -> u16 {
     }
 }
 
-fn wait_ready(port: u16, child: &mut Child) -> bool {
+fn wait_ready(port: u16, child: &mut Child, patience: Duration) -> bool {
     let start = Instant::now();
-    while start.elapsed() < Duration::from_secs(10) {
+    while start.elapsed() < patience {
         if let Ok(Some(_)) = child.try_wait() {
             return false;
         }
@@ -841,7 +889,7 @@ impl PlainServer {
             .spawn()
             .expect("cannot start the server binary");
         assert!(
-            wait_ready(port, &mut child),
+            wait_ready(port, &mut child, Duration::from_secs(10)),
             "the plain server did not start"
         );
         PlainServer { port, child }
