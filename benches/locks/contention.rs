@@ -137,11 +137,6 @@ struct Client {
     jitter: Jitter,
 }
 
-/// The lock's grant: `[token, fence]` -> fence.
-fn fence_of_grant(v: &Value) -> Option<i64> {
-    grant(v).map(|(_, fence)| fence)
-}
-
 impl Client {
     /// Waits until this client holds the lock (true) or the run is over (false).
     fn take(
@@ -160,7 +155,7 @@ impl Client {
                         c.arg("SHARED");
                     }
                     let v: Value = c.arg("BLOCK").arg(1000).query(&mut self.con).unwrap();
-                    if let Some(fence) = fence_of_grant(&v) {
+                    if let Some((_, fence)) = grant(&v) {
                         if way == Way::Block
                             && shared.fence.fetch_max(fence, Ordering::SeqCst) >= fence
                         {

@@ -248,14 +248,12 @@ unsafe extern "C" fn free(value: *mut c_void) {
 /// clients waiting for it are served once the server has finished.
 unsafe extern "C" fn unlink(ctx: *mut raw::RedisModuleKeyOptCtx, value: *const c_void) {
     guard::callback((), || {
-        let (replacing_live, serving_since, quiet) = state::with(|s| {
-            (
-                s.replacing_live,
-                s.serving_since_ms,
-                !s.handoff.anyone_waiting() && s.bindings.is_empty(),
-            )
-        })
-        .unwrap_or((false, i64::MAX, false));
+        let (replacing_live, serving_since, quiet) =
+            state::with(|s| (s.replacing_live, s.serving_since_ms, s.quiet())).unwrap_or((
+                false,
+                i64::MAX,
+                false,
+            ));
         // The module's own release or take-back of a live lock, with nobody waiting and
         // nothing bound: nothing to count, notify or serve (every RELEASE comes here).
         if replacing_live && quiet {

@@ -523,7 +523,7 @@ pub fn key_removed(db: i32, key: &[u8], expired: usize) {
     count_by(&STATS.expired, expired);
     // Runs for every deleted or replaced lock (each RELEASE): no work when nobody waits and
     // no hold is bound to a connection.
-    let quiet = state::with(|s| !s.handoff.anyone_waiting() && s.bindings.is_empty());
+    let quiet = state::with(|s| s.quiet());
     if expired == 0 && quiet == Ok(true) {
         return;
     }

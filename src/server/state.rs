@@ -46,6 +46,14 @@ pub struct State {
     pub loaded_shared: Vec<LockId>,
 }
 
+impl State {
+    /// Nobody waits for any lock and no hold is bound to a connection: a lock key that goes
+    /// leaves nothing to serve or unbind.
+    pub fn quiet(&self) -> bool {
+        !self.handoff.anyone_waiting() && self.bindings.is_empty()
+    }
+}
+
 thread_local! {
     static STATE: RefCell<State> = RefCell::new(State {
         fence: FenceClock::new(),
