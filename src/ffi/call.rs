@@ -5,6 +5,7 @@
 //! about a tenth of an ACQUIRE.
 
 use std::ffi::CString;
+use std::mem::ManuallyDrop;
 use std::os::raw::{c_char, c_int};
 use std::ptr::NonNull;
 
@@ -20,8 +21,9 @@ const ON_STACK: usize = 16;
 /// One call's arguments after the command name.
 pub struct Args<'a> {
     command: &'static str,
-    /// argv[1] as a server string, for the commands that take a key there.
-    key: Option<RedisString>,
+    /// argv[1] as a server string, for the commands that take a key there: borrowed from the
+    /// call (neither retained nor freed), as nothing keeps it past the call.
+    key: Option<ManuallyDrop<RedisString>>,
     words: &'a [&'a [u8]],
 }
 
@@ -29,7 +31,7 @@ impl Args<'_> {
     /// The key (argv[1]) and the arguments after it.
     pub fn keyed(&self) -> LockResult<(&RedisString, &[&[u8]])> {
         match (&self.key, self.words) {
-            (Some(key), [_, rest @ ..]) => Ok((key, rest)),
+            (Some(key), [_, rest @ ..]) => Ok((&**key, rest)),
             _ => Err(LockError::WrongArity(self.command)),
         }
     }
@@ -74,7 +76,7 @@ pub fn run(
         let rest = argv.get(1..).unwrap_or(&[]);
         let key = rest
             .first()
-            .map(|&key| RedisString::new(NonNull::new(ctx), key));
+            .map(|&key| ManuallyDrop::new(RedisString::from_redis_module_string(ctx, key)));
         let mut stack: [&[u8]; ON_STACK] = [&[]; ON_STACK];
         let heap: Vec<&[u8]>;
         let words: &[&[u8]] = if rest.len() <= ON_STACK {

@@ -2,7 +2,7 @@
 //! rewritten AOF (`RedisModule_EmitAOF`). Both take the same format, so one macro spells each
 //! effect for both, and the two can never drift apart.
 
-use std::os::raw::{c_char, c_int, c_longlong};
+use std::os::raw::{c_char, c_int};
 
 use lock_core::effect::Effect;
 use lock_core::lock::Lock;
@@ -11,10 +11,13 @@ use lock_core::token::Token;
 use redis_module::{raw, Context, RedisString};
 
 /// Call `$send` for one holder: `$first`, the command, the format, the key, the token (as a
-/// buffer and its length), the deadline and the fence, then `$extra` (the mode, the label).
+/// buffer and its length), the deadline and the fence (each as decimal text), then `$extra`
+/// (the mode, the label).
 macro_rules! send_holder {
     ($send:expr, $first:expr, $command:expr, $key:expr, $format:expr, $token:expr,
-     $deadline:expr, $fence:expr $(, $extra:expr)*) => {
+     $deadline:expr, $fence:expr $(, $extra:expr)*) => {{
+        let (mut deadline, mut fence) = (itoa::Buffer::new(), itoa::Buffer::new());
+        let (deadline, fence) = (deadline.format($deadline), fence.format($fence));
         // SAFETY: see send_effect.
         unsafe {
             $send(
@@ -24,12 +27,14 @@ macro_rules! send_holder {
                 $key,
                 $token.as_ptr().cast::<c_char>(),
                 $token.len(),
-                $deadline as c_longlong,
-                $fence as c_longlong
+                deadline.as_ptr().cast::<c_char>(),
+                deadline.len(),
+                fence.as_ptr().cast::<c_char>(),
+                fence.len()
                 $(, $extra)*
             )
         }
-    };
+    }};
 }
 
 /// Call the variadic server function `$send` with `$first` (a context or an AOF IO handle),
@@ -38,9 +43,15 @@ macro_rules! send_holder {
 macro_rules! send_effect {
     ($send:expr, $first:expr, $key:expr, $effect:expr) => {{
         let command = $effect.command().as_ptr();
+        let mut limit_text = itoa::Buffer::new();
         // SAFETY: each format matches its arguments: "s" a RedisModuleString, "b" a buffer and
-        // its length, "l" a long long, "c" a NUL-terminated string; every pointer is live for
-        // the call.
+        // its length, "c" a NUL-terminated string; every pointer is live for the call.
+        //
+        // Numbers go as decimal text ("b"), never "l". The bytes sent are the same, but the
+        // server makes one embedded string of a buffer where it formats a number into a
+        // string object and a separate buffer; and during a Valkey 9 slot migration an
+        // argument made from "l" has the migration fail ("A module replicated a cross-slot
+        // command").
         match *$effect {
             Effect::Apply {
                 token,
@@ -53,7 +64,7 @@ macro_rules! send_effect {
                     $first,
                     command,
                     $key,
-                    c"sbll",
+                    c"sbbb",
                     token,
                     deadline_ms,
                     fence
@@ -63,7 +74,7 @@ macro_rules! send_effect {
                     $first,
                     command,
                     $key,
-                    c"sbllcb",
+                    c"sbbbcb",
                     token,
                     deadline_ms,
                     fence,
@@ -78,36 +89,37 @@ macro_rules! send_effect {
                 fence,
                 limit,
                 meta,
-            } => match (limit, meta) {
+            } => match (limit.map(|n| limit_text.format(n)), meta) {
                 (None, None) => send_holder!(
                     $send,
                     $first,
                     command,
                     $key,
-                    c"sbllc",
+                    c"sbbbc",
                     token,
                     deadline_ms,
                     fence,
                     c"SHARED".as_ptr()
                 ),
-                (Some(n), None) => send_holder!(
+                (Some(limit), None) => send_holder!(
                     $send,
                     $first,
                     command,
                     $key,
-                    c"sbllcl",
+                    c"sbbbcb",
                     token,
                     deadline_ms,
                     fence,
                     c"LIMIT".as_ptr(),
-                    n as c_longlong
+                    limit.as_ptr().cast::<c_char>(),
+                    limit.len()
                 ),
                 (None, Some(meta)) => send_holder!(
                     $send,
                     $first,
                     command,
                     $key,
-                    c"sbllccb",
+                    c"sbbbccb",
                     token,
                     deadline_ms,
                     fence,
@@ -116,17 +128,18 @@ macro_rules! send_effect {
                     meta.as_ptr().cast::<c_char>(),
                     meta.len()
                 ),
-                (Some(n), Some(meta)) => send_holder!(
+                (Some(limit), Some(meta)) => send_holder!(
                     $send,
                     $first,
                     command,
                     $key,
-                    c"sbllclcb",
+                    c"sbbbcbcb",
                     token,
                     deadline_ms,
                     fence,
                     c"LIMIT".as_ptr(),
-                    n as c_longlong,
+                    limit.as_ptr().cast::<c_char>(),
+                    limit.len(),
                     c"META".as_ptr(),
                     meta.as_ptr().cast::<c_char>(),
                     meta.len()
@@ -143,11 +156,9 @@ macro_rules! send_effect {
                     token.len(),
                 )
             },
-            // As decimal text ("b"), not "l": during a Valkey 9 slot migration an argument
-            // made from "l" has the migration fail ("A module replicated a cross-slot
-            // command"). The bytes sent are the same.
             Effect::Clock { fence } => {
-                let text = fence.to_string();
+                let mut text = itoa::Buffer::new();
+                let text = text.format(fence);
                 unsafe {
                     $send(
                         $first,

@@ -12,7 +12,7 @@
 //! could call back into the module. A borrow that finds the state busy is a bug: it is logged,
 //! the update does not happen, and the caller gets an error or the safe answer its query names.
 
-use std::cell::{Cell, RefCell};
+use std::cell::{Cell, UnsafeCell};
 use std::ptr;
 use std::sync::atomic::{AtomicBool, Ordering};
 
@@ -54,16 +54,49 @@ impl State {
     }
 }
 
+impl State {
+    fn new() -> Self {
+        State {
+            fence: FenceClock::new(),
+            handoff: HandOff::new(),
+            bindings: Bindings::new(),
+            serving_since_ms: i64::MAX,
+            replacing_live: false,
+            expiry_after_command: Vec::new(),
+            loaded_shared: Vec::new(),
+        }
+    }
+}
+
+/// The state's one home: a static rather than a thread-local, whose every access from a
+/// `cdylib` is a call into the dynamic linker (about a tenth of the module's own cost per
+/// command, over the few borrows a command makes). `busy` does what a `RefCell`'s flag does.
+struct Home {
+    busy: Cell<bool>,
+    state: UnsafeCell<Option<State>>,
+}
+
+// SAFETY: the server calls this module's commands, callbacks, timers and events on its main
+// thread, one at a time, and the module starts no thread of its own. The one callback the
+// server may run elsewhere, the type's `free` (lazy freeing), never touches the state.
+unsafe impl Sync for Home {}
+
+static STATE: Home = Home {
+    busy: Cell::new(false),
+    state: UnsafeCell::new(None),
+};
+
+/// Ends a borrow of the state, also when the borrower panics (the panic guards catch it, and
+/// the next command must find the state free).
+struct Borrow;
+
+impl Drop for Borrow {
+    fn drop(&mut self) {
+        STATE.busy.set(false);
+    }
+}
+
 thread_local! {
-    static STATE: RefCell<State> = RefCell::new(State {
-        fence: FenceClock::new(),
-        handoff: HandOff::new(),
-        bindings: Bindings::new(),
-        serving_since_ms: i64::MAX,
-        replacing_live: false,
-        expiry_after_command: Vec::new(),
-        loaded_shared: Vec::new(),
-    });
     /// The module's own context for timers and logs outside any command, made once at load.
     /// Beside the state rather than in it, so a failed borrow can still be logged.
     static DETACHED: Cell<*mut raw::RedisModuleCtx> = const { Cell::new(ptr::null_mut()) };
@@ -93,14 +126,26 @@ pub fn log_warning(message: &str) {
 
 /// Run `f` on the state. Fails, after logging why, only if the state is already borrowed.
 pub fn with<R>(f: impl FnOnce(&mut State) -> R) -> LockResult<R> {
-    let done = STATE.with(|state| state.try_borrow_mut().map(|mut state| f(&mut state)));
-    done.map_err(|_| {
+    if STATE.busy.replace(true) {
         log_warning(
             "lock: internal error: the module's state was re-entered; an update was lost \
              (please report this)",
         );
-        LockError::Internal("module state re-entered".into())
-    })
+        return Err(LockError::Internal("module state re-entered".into()));
+    }
+    let _borrow = Borrow;
+    // SAFETY: only the main thread gets here (see `Home`), and `busy` makes this the one
+    // reference to the state until `_borrow` ends it.
+    let state = match unsafe { &mut *STATE.state.get() } {
+        Some(state) => state,
+        empty => first_use(empty),
+    };
+    Ok(f(state))
+}
+
+#[cold]
+fn first_use(empty: &mut Option<State>) -> &mut State {
+    empty.insert(State::new())
 }
 
 /// `with` for updates whose caller has nothing to do on failure (already logged by `with`).

@@ -4,7 +4,8 @@
 //!
 //! - `FLOOR.ACQUIRE key ttl TOKEN token`: on an empty key, store a 32-byte module value, set
 //!   the key's expiry, replicate a four-argument effect (`FLOOR.APPLY key token deadline
-//!   fence`) and reply `[token, fence]`; on a held key reply null.
+//!   fence`, its numbers as text, the cheapest way the API takes them) and reply
+//!   `[token, fence]`; on a held key reply null.
 //! - `FLOOR.RENEW key token ttl`: if the token matches, move the expiry, replicate
 //!   `PEXPIREAT`, reply 1 (else 0).
 //! - `FLOOR.RELEASE key token`: if the token matches, delete the key, replicate `DEL`, reply 1
@@ -144,15 +145,21 @@ extern "C" fn acquire(ctx: *mut Ctx, argv: *mut *mut Str, argc: c_int) -> c_int 
         if !stored {
             return error(ctx, c"ERR could not store");
         }
+        // Numbers as text, as the lock module sends them: the server makes one embedded
+        // string of a buffer, where from a number ("l") it makes an object and a buffer.
+        let (mut deadline_text, mut fence_text) = (itoa::Buffer::new(), itoa::Buffer::new());
+        let (deadline, fence_text) = (deadline_text.format(deadline), fence_text.format(fence));
         api!(RedisModule_Replicate)(
             ctx,
             c"FLOOR.APPLY".as_ptr(),
-            c"sbll".as_ptr(),
+            c"sbbb".as_ptr(),
             argv[1],
             token.as_ptr().cast::<c_char>(),
             token.len(),
-            deadline,
-            fence as i64,
+            deadline.as_ptr().cast::<c_char>(),
+            deadline.len(),
+            fence_text.as_ptr().cast::<c_char>(),
+            fence_text.len(),
         );
         api!(RedisModule_ReplyWithArray)(ctx, 2);
         api!(RedisModule_ReplyWithStringBuffer)(ctx, token.as_ptr().cast(), token.len());
@@ -179,12 +186,15 @@ extern "C" fn renew(ctx: *mut Ctx, argv: *mut *mut Str, argc: c_int) -> c_int {
         let deadline = api!(RedisModule_Milliseconds)().saturating_add(ttl);
         api!(RedisModule_SetAbsExpire)(key, deadline);
         api!(RedisModule_CloseKey)(key);
+        let mut deadline_text = itoa::Buffer::new();
+        let deadline = deadline_text.format(deadline);
         api!(RedisModule_Replicate)(
             ctx,
             c"PEXPIREAT".as_ptr(),
-            c"sl".as_ptr(),
+            c"sb".as_ptr(),
             argv[1],
-            deadline,
+            deadline.as_ptr().cast::<c_char>(),
+            deadline.len(),
         );
         api!(RedisModule_ReplyWithLongLong)(ctx, 1)
     }
