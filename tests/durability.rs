@@ -165,7 +165,7 @@ fn a_replica_follows_the_primary_and_keeps_the_locks_when_promoted() {
     taken.held.extend(stream.held);
     taken.gone.extend(stream.gone);
     taken.max_fence = taken.max_fence.max(stream.max_fence);
-    assert_eq!(int(call(&mut pcon, &[b"WAIT", b"1", b"5000"])), 1);
+    replica_caught_up(&mut pcon);
     sleep(Duration::from_millis(100));
 
     for (key, _, fence) in &taken.held {
@@ -524,7 +524,7 @@ fn every_token_form_reaches_a_replica_byte_for_byte() {
         assert_eq!(int(renewed), 1, "{token}");
         fences.push((key, shared_key, fence, shared_fence));
     }
-    assert_eq!(int(call(&mut pcon, &[b"WAIT", b"1", b"5000"])), 1);
+    replica_caught_up(&mut pcon);
     call(&mut rcon, &[b"REPLICAOF", b"NO", b"ONE"]);
     for (token, (key, shared_key, fence, shared_fence)) in tokens.iter().zip(&fences) {
         // The renewal's deadline arrived; the owner's retry is recognised with its fence;
@@ -571,7 +571,7 @@ fn a_replica_records_the_effects_in_its_own_aof() {
     let mut rcon = replica.conn();
     wait_rewrite_done(&mut rcon);
     let taken = take_locks(&mut pcon, "stream", 10);
-    assert_eq!(int(call(&mut pcon, &[b"WAIT", b"1", b"5000"])), 1);
+    replica_caught_up(&mut pcon);
     sleep(Duration::from_millis(100));
     primary.kill();
     replica.kill();
@@ -612,7 +612,7 @@ fn a_fork_on_the_primary_is_not_repeated_by_its_replicas() {
         info_field(&mut pcon, "persistence", "rdb_bgsave_in_progress").as_deref() == Some("0")
     });
     // Whatever the forks propagated has reached the replica.
-    assert_eq!(int(call(&mut pcon, &[b"WAIT", b"1", b"5000"])), 1);
+    replica_caught_up(&mut pcon);
     sleep(Duration::from_millis(200));
     assert_eq!(saves(&mut rcon), before, "{}", replica.log());
     assert!(
@@ -880,7 +880,7 @@ fn a_promoted_replica_grants_above_fences_it_never_received() {
     let replica = primary.replica(&[]);
     let mut rcon = replica.conn();
     let replicated = take_locks(&mut pcon, "seen", 20);
-    assert_eq!(int(call(&mut pcon, &[b"WAIT", b"1", b"5000"])), 1);
+    replica_caught_up(&mut pcon);
     // Cut the link: what the primary grants from now on is lost with it.
     call(&mut rcon, &[b"REPLICAOF", b"127.0.0.1", b"1"]);
     let lost = take_locks(&mut pcon, "lost", 500);

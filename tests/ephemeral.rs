@@ -414,11 +414,7 @@ fn replicas_follow_a_release_on_close_and_fences_keep_rising() {
         60_000,
         &["EPHEMERAL", "META", "10.0.0.1:80"],
     );
-    assert_eq!(
-        int(call(&mut p, &[b"WAIT", b"1", b"5000"])),
-        1,
-        "the replica has the hold"
-    );
+    replica_caught_up(&mut p);
     let on_primary = holders_of(&mut p, "leader").unwrap();
     let on_replica = holders_of(&mut r, "leader").unwrap();
     assert_eq!((on_primary[0].ephemeral, on_primary[0].fence), (1, first));
@@ -429,11 +425,7 @@ fn replicas_follow_a_release_on_close_and_fences_keep_rising() {
     wait_for("the replica sees the release", || is_free(&mut r, "leader"));
     let (_, second) = acquire_with(&mut p, "leader", 60_000, &["META", "10.0.0.2:80"]).unwrap();
     assert!(second > first);
-    assert_eq!(
-        int(call(&mut p, &[b"WAIT", b"1", b"5000"])),
-        1,
-        "the replica has the hold"
-    );
+    replica_caught_up(&mut p);
     assert_eq!(fence_of(&mut r, b"leader"), Some(second));
     assert_eq!(
         meta_of(&mut r, "leader").as_deref(),
@@ -700,11 +692,7 @@ fn a_replica_and_its_primary_agree_on_labels_byte_for_byte() {
         &["LIMIT", "2", "TOKEN", &t, "META", "three"],
     )
     .unwrap();
-    assert_eq!(
-        int(call(&mut p, &[b"WAIT", b"1", b"5000"])),
-        1,
-        "the replica has the hold"
-    );
+    replica_caught_up(&mut p);
     let mut r = replica.conn();
     assert_eq!(
         holders_of(&mut r, "s").unwrap()[0].meta.as_deref(),
@@ -828,11 +816,7 @@ fn after_a_failover_an_ephemeral_hold_lives_on_until_its_deadline() {
     let mut p = primary.conn();
     let mut holder = primary.raw();
     let (_, fence) = raw_acquire(&mut holder, "leader", 60_000, &["TOKEN", "t", "EPHEMERAL"]);
-    assert_eq!(
-        int(call(&mut p, &[b"WAIT", b"1", b"5000"])),
-        1,
-        "the replica has the hold"
-    );
+    replica_caught_up(&mut p);
     let mut r = replica.conn();
     call(&mut r, &[b"REPLICAOF", b"NO", b"ONE"]);
     // The binding stayed on the old primary: closing the holder's connection there does not

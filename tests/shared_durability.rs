@@ -783,7 +783,7 @@ fn a_holder_that_expired_while_stopped_leaves_the_value() {
     let replica = primary.replica(&[]);
     let mut rcon = replica.conn();
     let mut down = down_lock(&mut pcon, "failover");
-    assert_eq!(int(call(&mut pcon, &[b"WAIT", b"1", b"5000"])), 1);
+    replica_caught_up(&mut pcon);
     primary.kill();
     outlive(&mut down, DOWN);
     call(&mut rcon, &[b"REPLICAOF", b"NO", b"ONE"]);
@@ -804,7 +804,7 @@ fn mirrored(
     locks: &[Lock],
     digests: bool,
 ) {
-    assert_eq!(int(call(pcon, &[b"WAIT", b"1", b"5000"])), 1);
+    replica_caught_up(pcon);
     for lock in locks {
         check(pcon, lock);
         check(rcon, lock);
@@ -864,7 +864,7 @@ fn a_replica_mirrors_every_holder_and_keeps_them_when_promoted() {
     let before = lock_info(&mut pcon, &key).unwrap().holders;
     let deadline = now_ms() + 1_500;
     add(&mut pcon, &mut locks[3], short, 1_500);
-    assert_eq!(int(call(&mut pcon, &[b"WAIT", b"1", b"5000"])), 1);
+    replica_caught_up(&mut pcon);
     let on_replica = lock_info(&mut rcon, &key).unwrap().holders;
     if now_ms() < deadline - 200 {
         assert_eq!(
@@ -957,7 +957,7 @@ fn a_replica_mirrors_every_holder_and_keeps_them_when_promoted() {
     // deadline passes in between is not counted on the replica, and the promoted replica
     // removes it; one whose deadline comes after the promotion expires there by itself.
     let (mut down, brief) = short_lived(&mut pcon, "failover");
-    assert_eq!(int(call(&mut pcon, &[b"WAIT", b"1", b"5000"])), 1);
+    replica_caught_up(&mut pcon);
     primary.kill();
     outlive(&mut down, DOWN);
     check(&mut rcon, &down);
@@ -976,7 +976,7 @@ fn a_replica_records_every_holder_in_its_own_aof() {
     wait_rewrite_done(&mut replica.conn());
     let mut locks = populate(&mut pcon, "raof");
     mutate(&primary, &mut pcon, &mut locks, "raof");
-    assert_eq!(int(call(&mut pcon, &[b"WAIT", b"1", b"5000"])), 1);
+    replica_caught_up(&mut pcon);
     primary.kill();
     replica.kill();
     replica.restart();

@@ -47,14 +47,6 @@ pub struct State {
 }
 
 impl State {
-    /// Nobody waits for any lock and no hold is bound to a connection: a lock key that goes
-    /// leaves nothing to serve or unbind.
-    pub fn quiet(&self) -> bool {
-        !self.handoff.anyone_waiting() && self.bindings.is_empty()
-    }
-}
-
-impl State {
     fn new() -> Self {
         State {
             fence: FenceClock::new(),
@@ -65,6 +57,12 @@ impl State {
             expiry_after_command: Vec::new(),
             loaded_shared: Vec::new(),
         }
+    }
+
+    /// Nobody waits for any lock and no hold is bound to a connection: a lock key that goes
+    /// leaves nothing to serve or unbind.
+    pub fn quiet(&self) -> bool {
+        !self.handoff.anyone_waiting() && self.bindings.is_empty()
     }
 }
 

@@ -319,6 +319,16 @@ fn wait_ready(port: u16, child: &mut Child, patience: Duration) -> bool {
     false
 }
 
+/// Every write sent on `con` so far has reached the server's one replica (`WAIT 1`, up to
+/// 5 s): a test that reads the replica, or promotes it, must not run ahead of replication.
+pub fn replica_caught_up(con: &mut redis::Connection) {
+    assert_eq!(
+        int(call(con, &[b"WAIT", b"1", b"5000"])),
+        1,
+        "the replica did not acknowledge the writes"
+    );
+}
+
 /// Send a command, get the reply value (an error reply fails the test).
 pub fn call(con: &mut redis::Connection, args: &[&[u8]]) -> Value {
     command(args)
