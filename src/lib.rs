@@ -27,7 +27,7 @@ mod server;
 
 #[cfg(not(test))]
 use {
-    commands::{effects, locks},
+    commands::{effects, fast_path, locks},
     ffi::{call, guard},
     observe::{command_info, config},
     redis_module::{raw, Context, RedisString},
@@ -79,6 +79,22 @@ macro_rules! entry {
     }};
 }
 
+/// `entry!` for a command with a fast path (`commands::fast_path`): `$fast` first, then
+/// `$handler` if the fast path leaves the call to it.
+#[cfg(not(test))]
+macro_rules! entry_fast {
+    ($name:literal, $fast:path, $handler:path) => {{
+        extern "C" fn entry(
+            ctx: *mut raw::RedisModuleCtx,
+            argv: *mut *mut raw::RedisModuleString,
+            argc: c_int,
+        ) -> c_int {
+            call::run_fast(ctx, argv, argc, $name, $fast, $handler)
+        }
+        entry
+    }};
+}
+
 /// A command's name, entry point, flags, and key positions (first, last, step).
 #[cfg(not(test))]
 type CommandEntry = (
@@ -99,19 +115,19 @@ fn create_commands(ctx: &Context) -> bool {
     let commands: [CommandEntry; 8] = [
         (
             c"lock.acquire",
-            entry!("lock.acquire", locks::acquire),
+            entry_fast!("lock.acquire", fast_path::acquire, locks::acquire),
             c"write deny-oom blocking",
             KEY,
         ),
         (
             c"lock.renew",
-            entry!("lock.renew", locks::renew),
+            entry_fast!("lock.renew", fast_path::renew, locks::renew),
             c"write fast",
             KEY,
         ),
         (
             c"lock.release",
-            entry!("lock.release", locks::release),
+            entry_fast!("lock.release", fast_path::release, locks::release),
             c"write fast",
             KEY,
         ),

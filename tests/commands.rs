@@ -556,3 +556,178 @@ fn every_token_shape_round_trips_exactly() {
         );
     }
 }
+
+/// The common calls and their neighbours, as a transcript: each reply, with fences and
+/// tokens the server drew named by their order of appearance, and remaining times rounded.
+fn common_calls_transcript(con: &mut redis::Connection, key: &str) -> Vec<String> {
+    let k = key.as_bytes();
+    let calls: Vec<Vec<&[u8]>> = vec![
+        vec![
+            b"LOCK.ACQUIRE",
+            k,
+            b"10000",
+            b"TOKEN",
+            b"0123456789abcdef0123456789abcdef",
+        ],
+        // A retry, in another case and spelling of the option.
+        vec![
+            b"LOCK.ACQUIRE",
+            k,
+            b"20000",
+            b"token",
+            b"0123456789abcdef0123456789abcdef",
+        ],
+        vec![b"PTTL", k],
+        vec![b"LOCK.ACQUIRE", k, b"10000", b"TOKEN", b"other"],
+        vec![b"LOCK.ACQUIRE", k, b"10000"],
+        vec![b"LOCK.RENEW", k, b"other", b"30000"],
+        vec![
+            b"LOCK.RENEW",
+            k,
+            b"0123456789abcdef0123456789abcdef",
+            b"30000",
+        ],
+        vec![b"PTTL", k],
+        vec![b"LOCK.RELEASE", k, b"other"],
+        vec![b"LOCK.RELEASE", k, b"0123456789ABCDEF0123456789ABCDEF"],
+        vec![b"LOCK.RELEASE", k, b"0123456789abcdef0123456789abcdef"],
+        vec![b"LOCK.RELEASE", k, b"0123456789abcdef0123456789abcdef"],
+        vec![b"EXISTS", k],
+        // Malformed: refused, nothing changes.
+        vec![b"LOCK.ACQUIRE", k, b"0", b"TOKEN", b"t"],
+        vec![b"LOCK.ACQUIRE", k, b"10000", b"TOKEN", b""],
+        vec![b"LOCK.ACQUIRE", k, b"10000", b"TOKEN"],
+        vec![b"LOCK.ACQUIRE", k, b"10000", b"TOKENS", b"t"],
+        vec![b"LOCK.ACQUIRE", k, b"9223372036854775807", b"TOKEN", b"t"],
+        vec![b"LOCK.RENEW", k, b"t", b"-1"],
+        vec![b"LOCK.RELEASE", k, b""],
+        vec![b"EXISTS", k],
+        // A server token, then a caller's token of every stored form.
+        vec![b"LOCK.ACQUIRE", k, b"10000"],
+        vec![b"LOCK.INFO", k],
+        vec![b"DEL", k],
+        vec![
+            b"LOCK.ACQUIRE",
+            k,
+            b"10000",
+            b"TOKEN",
+            b"123e4567-e89b-12d3-a456-426614174000",
+        ],
+        vec![b"LOCK.RELEASE", k, b"123e4567-e89b-12d3-a456-426614174000"],
+        vec![b"LOCK.ACQUIRE", k, b"10000", b"TOKEN", b"worker-7"],
+        vec![b"LOCK.RENEW", k, b"worker-7", b"10000"],
+        vec![b"LOCK.RELEASE", k, b"worker-7"],
+        // Another type under the key: WRONGTYPE, and the value stays.
+        vec![b"SET", k, b"v"],
+        vec![b"LOCK.ACQUIRE", k, b"10000", b"TOKEN", b"t"],
+        vec![b"LOCK.RENEW", k, b"t", b"10000"],
+        vec![b"LOCK.RELEASE", k, b"t"],
+        vec![b"GET", k],
+        vec![b"DEL", k],
+    ];
+    let mut seen: Vec<i64> = Vec::new();
+    let mut tokens: Vec<Vec<u8>> = Vec::new();
+    let name = |n: i64, seen: &mut Vec<i64>| {
+        let at = seen.iter().position(|&f| f == n).unwrap_or_else(|| {
+            seen.push(n);
+            seen.len() - 1
+        });
+        format!("fence#{at}")
+    };
+    calls
+        .iter()
+        .map(|args| {
+            let reply = try_call(con, args);
+            let shown = match (&reply, args[0]) {
+                (Ok(Value::Int(ms)), b"PTTL") => format!("pttl~{}", (ms + 999) / 1000),
+                (Ok(v @ Value::Array(_)), b"LOCK.ACQUIRE") => {
+                    let (token, fence) = grant(v).unwrap();
+                    let token = match args.len() {
+                        3 => {
+                            tokens.push(token);
+                            format!("server-token#{}", tokens.len())
+                        }
+                        _ => String::from_utf8_lossy(&token).into_owned(),
+                    };
+                    format!("[{token}, {}]", name(fence, &mut seen))
+                }
+                (Ok(v), b"LOCK.INFO") => {
+                    let (fence, ttl, waiters) = info_reply(v.clone()).unwrap();
+                    format!(
+                        "info {} ttl~{} waiters {waiters}",
+                        name(fence, &mut seen),
+                        (ttl + 999) / 1000
+                    )
+                }
+                (Ok(v), _) => format!("{v:?}"),
+                (Err(e), _) => format!("error {e}"),
+            };
+            format!(
+                "{:?} -> {shown}",
+                String::from_utf8_lossy(&args.join(&b' '))
+            )
+        })
+        .collect()
+}
+
+/// A plain LOCK.ACQUIRE takes a shorter path when nobody waits for any lock (see the README's
+/// Performance section); while a client waits for another lock it takes the general one.
+/// Both answer alike, call by call, and as the contract says.
+#[test]
+fn the_common_calls_answer_alike_whether_or_not_anyone_waits() {
+    let srv = Server::start();
+    let mut con = srv.conn();
+    let quiet = common_calls_transcript(&mut con, "plain");
+    // A client waits for another lock.
+    assert!(acquire(&mut con, "elsewhere", 60_000, "holder").is_some());
+    let mut waiter = srv.raw();
+    waiter.send_acquire_blocking("elsewhere", 1000, "waiter", 0);
+    wait_for("the waiter to block", || {
+        info_field(&mut con, "clients", "blocked_clients").as_deref() == Some("1")
+    });
+    let busy = common_calls_transcript(&mut con, "plain");
+    assert_eq!(quiet, busy);
+    assert_eq!(
+        int(call(&mut con, &[b"LOCK.RELEASE", b"elsewhere", b"holder"])),
+        1
+    );
+    assert_eq!(grant(&waiter.value()).unwrap().0, b"waiter");
+    // What the contract says of each call (spot checks of the transcript).
+    let expect = [
+        (0, "[0123456789abcdef0123456789abcdef, fence#0]"),
+        (1, "[0123456789abcdef0123456789abcdef, fence#0]"),
+        (2, "pttl~20"),
+        (3, "nil"),
+        (4, "nil"),
+        (5, "int(0)"),
+        (6, "int(1)"),
+        (7, "pttl~30"),
+        (8, "int(0)"),
+        (9, "int(0)"),
+        (10, "int(1)"),
+        (11, "int(0)"),
+        (12, "int(0)"),
+        (20, "int(0)"),
+        (21, "[server-token#1, fence#1]"),
+        (22, "info fence#1 ttl~10 waiters 0"),
+        (24, "[123e4567-e89b-12d3-a456-426614174000, fence#2]"),
+        (25, "int(1)"),
+        (26, "[worker-7, fence#3]"),
+        (27, "int(1)"),
+        (28, "int(1)"),
+        (33, "bulk-string('\"v\"')"),
+    ];
+    for (at, shown) in expect {
+        let line = quiet[at].to_lowercase();
+        assert!(
+            line.ends_with(&format!("-> {}", shown.to_lowercase())),
+            "{at}: {line}"
+        );
+    }
+    for at in [13, 14, 15, 16, 17, 18, 19] {
+        assert!(quiet[at].contains("-> error ERR"), "{}", quiet[at]);
+    }
+    for at in [30, 31, 32] {
+        assert!(quiet[at].contains("-> error WRONGTYPE"), "{}", quiet[at]);
+    }
+}

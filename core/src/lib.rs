@@ -7,8 +7,8 @@
 //! The module crate (`src/` beside this crate) reads the server, asks this crate what to do,
 //! and does it.
 
-// `unsafe` is confined to the compact token storage and the one-pointer lock value, where every
-// use says why it is sound.
+// `unsafe` is confined to the compact token storage, the one-pointer lock value and the call of
+// the SSE2 hex reader (`token.rs`), where every use says why it is sound.
 #![deny(unsafe_code)]
 
 pub mod bindings;

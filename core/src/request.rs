@@ -99,11 +99,40 @@ impl RenewRequest {
         let [token, ttl] = args else {
             return Err(LockError::WrongArity("lock.renew"));
         };
+        let (token, ttl_ms) = parse_renew_in_place([token, ttl], max_ttl_ms)?;
         Ok(Self {
             token: Token::parse(token)?,
-            ttl_ms: parse_ttl(ttl, max_ttl_ms)?,
+            ttl_ms,
         })
     }
+}
+
+/// The plain LOCK.ACQUIRE, `ttl [TOKEN token]` (the form nearly every call takes), as
+/// `(ttl_ms, token)`: the request `AcquireRequest::parse` makes of the same arguments, read
+/// without its general loop and with the token left in place (checked, not copied). None for
+/// any other form and for anything `parse` refuses.
+pub fn parse_plain_acquire<'a>(
+    args: &[&'a [u8]],
+    max_ttl_ms: i64,
+) -> Option<(i64, Option<&'a [u8]>)> {
+    let (ttl, token) = match *args {
+        [ttl] => (ttl, None),
+        [ttl, option, token] if option.eq_ignore_ascii_case(b"TOKEN") => (ttl, Some(token)),
+        _ => return None,
+    };
+    let ttl_ms = parse_ttl(ttl, max_ttl_ms).ok()?;
+    if let Some(token) = token {
+        Token::check(token).ok()?;
+    }
+    Some((ttl_ms, token))
+}
+
+/// LOCK.RENEW's arguments, `token ttl`, as `RenewRequest::parse` reads them, with the token
+/// left in place (checked, not copied).
+pub fn parse_renew_in_place(args: [&[u8]; 2], max_ttl_ms: i64) -> LockResult<(&[u8], i64)> {
+    let [token, ttl] = args;
+    Token::check(token)?;
+    Ok((token, parse_ttl(ttl, max_ttl_ms)?))
 }
 
 /// LOCK.RELEASE's one argument: `token`.

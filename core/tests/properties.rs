@@ -20,7 +20,7 @@ use lock_core::fence::{within_reach, FenceClock, Observed, MAX_FENCE};
 use lock_core::handoff::{HandOff, Left, Revoke, TimerChange, TimerId};
 use lock_core::lock::Lock;
 use lock_core::queue::{LockId, Queues, Waiter};
-use lock_core::request::{parse_i64, AcquireRequest, RenewRequest};
+use lock_core::request::{parse_i64, parse_plain_acquire, AcquireRequest, RenewRequest};
 use lock_core::token::Token;
 use lock_core::value::{Held, Value, Want};
 use lock_core::{LockError, LockResult};
@@ -1646,6 +1646,48 @@ proptest! {
             prop_assert_eq!(got, Err(LockError::TtlOverMax { ttl, max }));
         } else {
             prop_assert_eq!(got.map(|r| r.ttl_ms), Ok(ttl));
+        }
+    }
+}
+
+/// A word LOCK.ACQUIRE may see where an option goes: an option's name in some case, a near
+/// miss, or anything.
+fn option_word() -> impl Strategy<Value = Vec<u8>> {
+    prop_oneof![
+        "(?i)(token|block|shared|limit|ephemeral|meta)".prop_map(bytes_of),
+        "(?i)(toke|tokens|tok en)".prop_map(bytes_of),
+        vec(any::<u8>(), 0..8),
+    ]
+}
+
+proptest! {
+    /// The plain form's reader (the commands' fast path) takes exactly the requests
+    /// `AcquireRequest::parse` reads as a bare ttl or a ttl and a token, with the same values,
+    /// and nothing else: every other argument list goes to the general parser.
+    #[test]
+    fn the_plain_acquire_is_the_general_parse_of_that_form(
+        ttl in prop_oneof![number_like(), ttl().prop_map(|t| t.to_string().into_bytes())],
+        words in vec(prop_oneof![option_word(), vec(any::<u8>(), 0..300)], 0..4),
+        (any_max, delta, near, ttl_hint) in (0..=i64::MAX, -2i64..=2, any::<bool>(), ttl()),
+    ) {
+        let mut args: Vec<&[u8]> = vec![&ttl];
+        args.extend(words.iter().map(Vec::as_slice));
+        let max = if any_max == 0 { 0 } else { max_ttl_for(ttl_hint, any_max, delta, near) };
+        let general = AcquireRequest::parse(&args, max);
+        let plain = parse_plain_acquire(&args, max);
+        match general {
+            Ok(AcquireRequest {
+                ttl_ms,
+                token,
+                block_ms: None,
+                want: Want::Exclusive,
+                ephemeral: false,
+                meta: None,
+            }) => prop_assert_eq!(
+                plain,
+                Some((ttl_ms, token.as_ref().map(Token::as_bytes)))
+            ),
+            _ => prop_assert_eq!(plain, None),
         }
     }
 }

@@ -26,7 +26,7 @@ use crate::server::{blocked, notices, runner, state};
 
 /// LOCK.ACQUIRE key ttl [TOKEN token] [BLOCK timeout] [SHARED | LIMIT n] [EPHEMERAL]
 /// [META value]
-pub fn acquire(ctx: &Context, args: &Args) -> LockResult<Answer> {
+pub fn acquire(ctx: &Context, args: &Args, opened: Option<LockKey>) -> LockResult<Answer> {
     let (key, rest) = args.keyed()?;
     let request = AcquireRequest::parse(rest, config::max_ttl())?;
     // Kept up to date by config events: asking the server on every call costs time (on Redis
@@ -53,7 +53,7 @@ pub fn acquire(ctx: &Context, args: &Args) -> LockResult<Answer> {
     if let Some(timeout) = request.block_ms {
         lock::deadline(now, timeout).map_err(|_| LockError::TimeoutOverflow(timeout))?;
     }
-    let mut lock_key = LockKey::open(ctx, key, Mode::Write)?;
+    let mut lock_key = open_for_writing(ctx, key, opened)?;
     let id = queue_of(ctx, key, &mut lock_key, now)?;
     let (queued, others_wait) = match &id {
         Some(id) => state::with(|s| (s.handoff.shared_limit(id), s.handoff.has_waiters(id)))?,
@@ -219,12 +219,12 @@ fn extend(
 }
 
 /// LOCK.RENEW key token ttl
-pub fn renew(ctx: &Context, args: &Args) -> LockResult<Answer> {
+pub fn renew(ctx: &Context, args: &Args, opened: Option<LockKey>) -> LockResult<Answer> {
     let (key, rest) = args.keyed()?;
     let request = RenewRequest::parse(rest, config::max_ttl())?;
     let now = clock::now_ms()?;
     let deadline = lock::deadline(now, request.ttl_ms)?;
-    let mut lock_key = LockKey::open(ctx, key, Mode::Write)?;
+    let mut lock_key = open_for_writing(ctx, key, opened)?;
     runner::prune(ctx, key, &mut lock_key, now)?;
     if !holds(&mut lock_key, &request.token, now)? {
         return Ok(Answer::Int(0));
@@ -237,11 +237,11 @@ pub fn renew(ctx: &Context, args: &Args) -> LockResult<Answer> {
 
 /// LOCK.RELEASE key token: the holder leaves; its room goes to the first waiters, or the key
 /// is deleted with the last holder.
-pub fn release(ctx: &Context, args: &Args) -> LockResult<Answer> {
+pub fn release(ctx: &Context, args: &Args, opened: Option<LockKey>) -> LockResult<Answer> {
     let (key, rest) = args.keyed()?;
     let token = parse_release(rest)?;
     let now = clock::now_ms()?;
-    let mut lock_key = LockKey::open(ctx, key, Mode::Write)?;
+    let mut lock_key = open_for_writing(ctx, key, opened)?;
     runner::prune(ctx, key, &mut lock_key, now)?;
     if !holds(&mut lock_key, &token, now)? {
         return Ok(Answer::Int(0));
@@ -250,6 +250,15 @@ pub fn release(ctx: &Context, args: &Args) -> LockResult<Answer> {
     notices::event(ctx, notify::RELEASED, key);
     runner::free_holder(ctx, key, &mut lock_key, &token)?;
     Ok(Answer::Int(1))
+}
+
+/// The key open for writing: the handle the command's fast path opened, or a new one.
+fn open_for_writing(
+    ctx: &Context,
+    key: &RedisString,
+    opened: Option<LockKey>,
+) -> LockResult<LockKey> {
+    opened.map_or_else(|| LockKey::open(ctx, key, Mode::Write), Ok)
 }
 
 /// Whether `token` is a live holder of the lock under the key.

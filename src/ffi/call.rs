@@ -14,6 +14,7 @@ use lock_core::{LockError, LockResult};
 use redis_module::{raw, Context, RedisString, RedisValue};
 
 use crate::ffi::guard;
+use crate::ffi::key::LockKey;
 
 /// Arguments up to this count are read into an array on the stack.
 const ON_STACK: usize = 16;
@@ -57,26 +58,67 @@ pub enum Answer {
     Value(RedisValue),
 }
 
+/// What a command's fast path did with a call.
+pub enum Fast {
+    /// It answered (the reply call's status).
+    Done(c_int),
+    /// Not its case: the general command takes the call, with the key handle the fast path
+    /// opened, if it got that far (nothing was changed).
+    General(Option<LockKey>),
+}
+
+/// Run `fast` on the call's arguments, and unless it answers, `handler` (given the key the
+/// fast path opened, if any); inside the panic guard; send the answer.
+pub fn run_fast(
+    ctx: *mut raw::RedisModuleCtx,
+    argv: *mut *mut raw::RedisModuleString,
+    argc: c_int,
+    command: &'static str,
+    fast: fn(&Context, &[*mut raw::RedisModuleString]) -> LockResult<Fast>,
+    handler: fn(&Context, &Args, Option<LockKey>) -> LockResult<Answer>,
+) -> c_int {
+    let context = Context::new(ctx);
+    let opened = match guard::run(|| fast(&context, raw_args(argv, argc))) {
+        Ok(Fast::Done(status)) => return status,
+        Ok(Fast::General(opened)) => opened,
+        Err(e) => return send(&context, Err(e)),
+    };
+    run(ctx, argv, argc, command, move |ctx, args| {
+        handler(ctx, args, opened)
+    })
+}
+
+/// The server's argv as a slice.
+fn raw_args<'a>(
+    argv: *mut *mut raw::RedisModuleString,
+    argc: c_int,
+) -> &'a [*mut raw::RedisModuleString] {
+    match (NonNull::new(argv), usize::try_from(argc)) {
+        // SAFETY: the server passes argc live strings for the duration of the call.
+        (Some(argv), Ok(n)) => unsafe { std::slice::from_raw_parts(argv.as_ptr(), n) },
+        _ => &[],
+    }
+}
+
+/// The key argument as a server string, borrowed from the call: neither retained nor freed,
+/// as nothing keeps it past the call.
+pub fn borrowed_key(ctx: &Context, key: *mut raw::RedisModuleString) -> ManuallyDrop<RedisString> {
+    ManuallyDrop::new(RedisString::from_redis_module_string(ctx.ctx, key))
+}
+
 /// Run `handler` on the call's arguments, inside the panic guard, and send its answer.
 pub fn run(
     ctx: *mut raw::RedisModuleCtx,
     argv: *mut *mut raw::RedisModuleString,
     argc: c_int,
     command: &'static str,
-    handler: fn(&Context, &Args) -> LockResult<Answer>,
+    handler: impl FnOnce(&Context, &Args) -> LockResult<Answer>,
 ) -> c_int {
     let context = Context::new(ctx);
     let answer = guard::run(|| {
-        let argv: &[*mut raw::RedisModuleString] = match (NonNull::new(argv), usize::try_from(argc))
-        {
-            // SAFETY: the server passes argc live strings for the duration of the call.
-            (Some(argv), Ok(n)) => unsafe { std::slice::from_raw_parts(argv.as_ptr(), n) },
-            _ => &[],
-        };
+        let argv = raw_args(argv, argc);
         let rest = argv.get(1..).unwrap_or(&[]);
-        let key = rest
-            .first()
-            .map(|&key| ManuallyDrop::new(RedisString::from_redis_module_string(ctx, key)));
+        let key = rest.first().map(|&key| borrowed_key(&context, key));
         let mut stack: [&[u8]; ON_STACK] = [&[]; ON_STACK];
         let heap: Vec<&[u8]>;
         let words: &[&[u8]] = if rest.len() <= ON_STACK {
@@ -104,7 +146,7 @@ pub fn run(
 }
 
 /// The bytes of an argument, valid for the call.
-fn bytes<'a>(arg: *mut raw::RedisModuleString) -> LockResult<&'a [u8]> {
+pub fn bytes<'a>(arg: *mut raw::RedisModuleString) -> LockResult<&'a [u8]> {
     let ptr_len = crate::ffi::api::api!(RedisModule_StringPtrLen)?;
     let mut len = 0;
     // SAFETY: arg is one of the call's live strings.
@@ -118,32 +160,46 @@ fn bytes<'a>(arg: *mut raw::RedisModuleString) -> LockResult<&'a [u8]> {
 
 /// Write `answer` to the calling client (or, for a blocked client, the waiting one).
 pub fn send(ctx: &Context, answer: LockResult<Answer>) -> c_int {
-    // Every reply function is present on every server this module loads on (Redis 6.0+).
-    let (Some(array), Some(buffer), Some(integer), Some(null)) = (unsafe {
+    match answer {
+        Ok(Answer::Grant { token, fence }) => reply_grant(ctx, token.as_bytes(), fence),
+        Ok(Answer::Int(n)) => reply_int(ctx, n),
+        // Every reply function is present on every server this module loads on (Redis 6.0+).
+        Ok(Answer::Null) => match unsafe { raw::RedisModule_ReplyWithNull } {
+            // SAFETY: ctx is the live context of this call.
+            Some(null) => unsafe { null(ctx.ctx) },
+            None => raw::REDISMODULE_ERR as c_int,
+        },
+        Ok(Answer::Done) => ctx.reply(Ok(RedisValue::SimpleStringStatic("OK"))) as c_int,
+        Ok(Answer::Value(value)) => ctx.reply(Ok(value)) as c_int,
+        Err(e) => error(ctx, &e),
+    }
+}
+
+/// The reply to every grant: `[token, fence]`.
+pub fn reply_grant(ctx: &Context, token: &[u8], fence: u64) -> c_int {
+    let (Some(array), Some(buffer), Some(integer)) = (unsafe {
         (
             raw::RedisModule_ReplyWithArray,
             raw::RedisModule_ReplyWithStringBuffer,
             raw::RedisModule_ReplyWithLongLong,
-            raw::RedisModule_ReplyWithNull,
         )
     }) else {
         return raw::REDISMODULE_ERR as c_int;
     };
-    // SAFETY: ctx is the live context of this call; buffers outlive the calls.
+    // SAFETY: ctx is the live context of this call; the token outlives the calls.
     unsafe {
-        match answer {
-            Ok(Answer::Grant { token, fence }) => {
-                array(ctx.ctx, 2);
-                let bytes = token.as_bytes();
-                buffer(ctx.ctx, bytes.as_ptr().cast::<c_char>(), bytes.len());
-                integer(ctx.ctx, i64::try_from(fence).unwrap_or(i64::MAX))
-            }
-            Ok(Answer::Int(n)) => integer(ctx.ctx, n),
-            Ok(Answer::Null) => null(ctx.ctx),
-            Ok(Answer::Done) => ctx.reply(Ok(RedisValue::SimpleStringStatic("OK"))) as c_int,
-            Ok(Answer::Value(value)) => ctx.reply(Ok(value)) as c_int,
-            Err(e) => error(ctx, &e),
-        }
+        array(ctx.ctx, 2);
+        buffer(ctx.ctx, token.as_ptr().cast::<c_char>(), token.len());
+        integer(ctx.ctx, i64::try_from(fence).unwrap_or(i64::MAX))
+    }
+}
+
+/// An integer reply.
+pub fn reply_int(ctx: &Context, n: i64) -> c_int {
+    match unsafe { raw::RedisModule_ReplyWithLongLong } {
+        // SAFETY: ctx is the live context of this call.
+        Some(integer) => unsafe { integer(ctx.ctx, n) },
+        None => raw::REDISMODULE_ERR as c_int,
     }
 }
 

@@ -18,6 +18,11 @@ pub fn now_ms() -> LockResult<i64> {
 pub fn now_us() -> u64 {
     SystemTime::now()
         .duration_since(UNIX_EPOCH)
-        .map(|d| u64::try_from(d.as_micros()).unwrap_or(u64::MAX))
+        // Whole seconds times a million, not `as_micros`: that multiplies in 128 bits.
+        .map(|d| {
+            d.as_secs()
+                .saturating_mul(1_000_000)
+                .saturating_add(u64::from(d.subsec_micros()))
+        })
         .unwrap_or(0)
 }

@@ -17,6 +17,7 @@ use lock_core::bindings::{ClientId, Hold, Orphan};
 use lock_core::effect::Effect;
 use lock_core::handoff::{Left, Revoke, TimerChange};
 use lock_core::lock::{self, Lock};
+use lock_core::meta::Meta;
 use lock_core::queue::{HoldOptions, LockId, Waiter};
 use lock_core::shared::SharedLock;
 use lock_core::token::Token;
@@ -150,15 +151,21 @@ pub fn grant_exclusive(
     current: Current,
     options: &HoldOptions,
 ) -> LockResult<u64> {
-    let lock = Lock::new(token, deadline, fences::grant_fence()?)?;
-    let fence = lock.fence();
-    let value = Value::exclusive(lock, options.meta.clone());
+    let fence = fences::grant_fence()?;
+    let value = Value::exclusive(Lock::new(token, deadline, fence)?, options.meta.clone());
     // The lock it replaces takes its bindings with it (the unlink callback): bind after.
     replacing(current, || lock_key.store(value))?;
-    if let Some(Held::Exclusive(stored, meta)) = lock_key.held()? {
-        propagate::replicate_lock(ctx, key, stored, token, meta);
+    // The stored lock's state, from the values it was made of.
+    let effect = Effect::Apply {
+        token: token.as_bytes(),
+        deadline_ms: deadline,
+        fence: i64::try_from(fence).map_err(|_| LockError::FenceExhausted)?,
+        meta: options.meta.as_ref().map(Meta::as_bytes),
+    };
+    propagate::replicate(ctx, key.inner, &effect);
+    if options.bind_to.is_some() {
+        bind(ctx, key, token, fence, options.bind_to)?;
     }
-    bind(ctx, key, token, fence, options.bind_to)?;
     Ok(fence)
 }
 
