@@ -10,7 +10,7 @@ use std::mem::ManuallyDrop;
 
 use crate::error::{LockError, LockResult};
 use crate::fence::MAX_FENCE;
-use crate::token::{read_hex, spell_hex, Token};
+use crate::token::{read_hex, spell_hex16, Token};
 
 pub struct CompactHold {
     fence_and_form: u64,
@@ -87,13 +87,11 @@ impl CompactHold {
                 &inline[..usize::from(inline[15]).min(SHORT_MAX)]
             }
             Form::Hex => {
-                spell_hex(unsafe { &self.token.inline }, &mut buf[..32]);
+                buf[..32].copy_from_slice(&spell_hex16(unsafe { &self.token.inline }));
                 &buf[..32]
             }
             Form::Uuid => {
-                let inline = unsafe { &self.token.inline };
-                let mut hex = [0u8; 32];
-                spell_hex(inline, &mut hex);
+                let hex = spell_hex16(unsafe { &self.token.inline });
                 let mut from = 0;
                 for (at, out) in buf.iter_mut().enumerate() {
                     if UUID_DASHES.contains(&at) {
@@ -110,8 +108,17 @@ impl CompactHold {
     }
 
     pub fn has_token(&self, token: &Token) -> bool {
-        let mut buf = [0u8; INLINE_TEXT_MAX];
-        self.token(&mut buf) == token.as_bytes()
+        let given = token.as_bytes();
+        match self.form() {
+            // Compared as spelled, without the buffer and slice compare of `token`.
+            Form::Hex => <&[u8; 32]>::try_from(given)
+                // SAFETY: the form says the inline field was written.
+                .is_ok_and(|given| *given == spell_hex16(unsafe { &self.token.inline })),
+            _ => {
+                let mut buf = [0u8; INLINE_TEXT_MAX];
+                self.token(&mut buf) == given
+            }
+        }
     }
 
     /// Heap bytes owned beyond the hold itself.
@@ -222,6 +229,45 @@ mod tests {
             assert_eq!(h.fence(), 9);
             assert!(h.has_token(&Token::parse(bytes).unwrap()));
             assert!(hold(bytes) == h);
+        }
+    }
+
+    proptest::proptest! {
+        /// A hold owns exactly the token it spells back, whatever its form: lowercase hex and
+        /// UUIDs (the compact forms), the same in upper case, and any bytes; the token given is
+        /// the stored one, the stored one with one byte changed, or another.
+        #[test]
+        fn a_hold_has_exactly_the_token_it_spells(
+            stored in "[0-9a-f]{32}|[0-9a-fA-F]{32}|[0-9a-f-]{36}|[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}|[\\x00-\\x7f]{1,40}",
+            other in "[0-9a-f]{32}|[\\x00-\\x7f]{1,40}",
+            (how, at, byte) in (0..3u8, 0..40usize, proptest::num::u8::ANY),
+        ) {
+            let h = hold(stored.as_bytes());
+            let mut given = stored.clone().into_bytes();
+            match how {
+                0 => {}
+                1 => { let at = at % given.len(); given[at] = byte; }
+                _ => given = other.into_bytes(),
+            }
+            let given = Token::parse(&given).unwrap();
+            proptest::prop_assert_eq!(
+                h.has_token(&given),
+                stored_token(&h) == given.as_bytes()
+            );
+            proptest::prop_assert!(h.has_token(&Token::parse(stored.as_bytes()).unwrap()));
+        }
+    }
+
+    #[test]
+    fn a_hex_hold_is_not_held_by_its_token_in_upper_case_or_one_digit_off() {
+        let h = hold(b"0123456789abcdef0123456789abcdef");
+        for other in [
+            &b"0123456789ABCDEF0123456789abcdef"[..],
+            b"0123456789abcdef0123456789abcdee",
+            b"0123456789abcdef0123456789abcde",
+            b"0123456789abcdef0123456789abcdef0",
+        ] {
+            assert!(!h.has_token(&Token::parse(other).unwrap()));
         }
     }
 

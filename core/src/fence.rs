@@ -52,14 +52,19 @@ impl FenceClock {
     /// add up only that far, so the fences stay within reach of any server with the same
     /// bound, and of its clock if that differs by less than half the bound.
     pub fn grant(&mut self, now_us: u64, jump_us: u64, max_ahead_us: u64) -> LockResult<u64> {
-        let jump = if self.jump_pending { jump_us } else { 0 };
-        let jump_limit = now_us.saturating_add(max_ahead_us / 2);
-        let plain = self
-            .last
-            .checked_add(1)
-            .ok_or(LockError::FenceExhausted)?
-            .max(now_us);
-        let next = plain.max(plain.saturating_add(jump).min(jump_limit));
+        let Some(after_last) = self.last.checked_add(1) else {
+            return Err(LockError::FenceExhausted);
+        };
+        let plain = after_last.max(now_us);
+        // Almost every grant has no jump pending: it skips the jump's arithmetic.
+        let next = match self.jump_pending {
+            false => plain,
+            true => plain.max(
+                plain
+                    .saturating_add(jump_us)
+                    .min(now_us.saturating_add(max_ahead_us / 2)),
+            ),
+        };
         if next > MAX_FENCE {
             return Err(LockError::FenceExhausted);
         }

@@ -75,9 +75,11 @@ impl fmt::Debug for Lock {
 
 /// `now + ttl`, refused rather than wrapped when it leaves the 64-bit range.
 pub fn deadline(now_ms: i64, ttl_ms: i64) -> LockResult<i64> {
-    now_ms
-        .checked_add(ttl_ms)
-        .ok_or(LockError::TtlOverflow(ttl_ms))
+    // A match, not `ok_or`: an error made eagerly is dropped again on every call.
+    match now_ms.checked_add(ttl_ms) {
+        Some(deadline) => Ok(deadline),
+        None => Err(LockError::TtlOverflow(ttl_ms)),
+    }
 }
 
 #[cfg(test)]
