@@ -1,5 +1,5 @@
-//! A token and a fence in 24 bytes: the compact storage behind every lock value, and the only
-//! `unsafe` code of the core.
+//! A token and a fence in 24 bytes: the compact storage behind every lock value (`unsafe`, as
+//! are the lock value's pointer and the SSE2 hex calls in `token.rs`).
 //!
 //! The token is kept in the form that fits: 32 lowercase hex characters (the server's own
 //! tokens, hex digests) or a lowercase UUID as their 16 bytes, a token of up to 15 bytes

@@ -8,7 +8,7 @@
 //! and does it.
 
 // `unsafe` is confined to the compact token storage, the one-pointer lock value and the call of
-// the SSE2 hex reader (`token.rs`), where every use says why it is sound.
+// the SSE2 hex reader and speller (`token.rs`), where every use says why it is sound.
 #![deny(unsafe_code)]
 
 pub mod bindings;

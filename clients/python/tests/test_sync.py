@@ -258,6 +258,11 @@ class SyncTest(unittest.TestCase):
         self.assertIsNone(self.locks.info(self.key()), "no ghost grant after the pause")
 
     def test_keyboard_interrupt_during_wait_leaves_no_grant(self):
+        # Python's own Ctrl-C handler, whatever this process inherited: started in the
+        # background (nohup, `&` without job control) SIGINT is ignored, and the wait would
+        # never be interrupted.
+        previous = signal.signal(signal.SIGINT, signal.default_int_handler)
+        self.addCleanup(signal.signal, signal.SIGINT, previous)
         holder = self.locks.acquire(self.key())
         timer = threading.Timer(0.3, os.kill, (os.getpid(), signal.SIGINT))
         timer.start()
