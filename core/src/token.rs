@@ -118,12 +118,7 @@ pub(crate) fn spell_hex16(bytes: &[u8; 16]) -> [u8; 32] {
 fn spell_hex16_sse2(bytes: &[u8; 16]) -> [u8; 32] {
     use std::arch::x86_64::*;
 
-    let word = |at: usize| {
-        let mut eight = [0u8; 8];
-        eight.copy_from_slice(&bytes[at..at + 8]);
-        i64::from_le_bytes(eight)
-    };
-    let v = _mm_set_epi64x(word(8), word(0));
+    let v = load16(bytes, 0);
     let low_nibbles = _mm_set1_epi8(0x0f);
     let high = _mm_and_si128(_mm_srli_epi16(v, 4), low_nibbles);
     let low = _mm_and_si128(v, low_nibbles);
@@ -139,14 +134,33 @@ fn spell_hex16_sse2(bytes: &[u8; 16]) -> [u8; 32] {
         digits(_mm_unpackhi_epi8(high, low)),
     );
     let mut out = [0u8; 32];
-    for (at, half) in [(0, first), (16, second)] {
-        let lanes = [
-            _mm_cvtsi128_si64(half),
-            _mm_cvtsi128_si64(_mm_unpackhi_epi64(half, half)),
-        ];
-        out[at..at + 8].copy_from_slice(&lanes[0].to_le_bytes());
-        out[at + 8..at + 16].copy_from_slice(&lanes[1].to_le_bytes());
-    }
+    out[..16].copy_from_slice(&store16(first));
+    out[16..].copy_from_slice(&store16(second));
+    out
+}
+
+/// The 16 bytes of `bytes` from `at` as one register, the first in the lowest lane; read as two
+/// words, so no pointer is cast.
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "sse2")]
+fn load16(bytes: &[u8], at: usize) -> std::arch::x86_64::__m128i {
+    let word = |at: usize| {
+        let mut eight = [0u8; 8];
+        eight.copy_from_slice(&bytes[at..at + 8]);
+        i64::from_le_bytes(eight)
+    };
+    std::arch::x86_64::_mm_set_epi64x(word(at + 8), word(at))
+}
+
+/// A register's 16 bytes, lowest lane first: `load16` undone.
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "sse2")]
+fn store16(x: std::arch::x86_64::__m128i) -> [u8; 16] {
+    use std::arch::x86_64::*;
+
+    let mut out = [0u8; 16];
+    out[..8].copy_from_slice(&_mm_cvtsi128_si64(x).to_le_bytes());
+    out[8..].copy_from_slice(&_mm_cvtsi128_si64(_mm_unpackhi_epi64(x, x)).to_le_bytes());
     out
 }
 
@@ -184,14 +198,6 @@ pub(crate) fn read_hex(text: &[u8; 32]) -> Option<[u8; 16]> {
 fn read_hex_sse2(text: &[u8; 32]) -> Option<[u8; 16]> {
     use std::arch::x86_64::*;
 
-    let half = |at: usize| {
-        let word = |at: usize| {
-            let mut bytes = [0u8; 8];
-            bytes.copy_from_slice(&text[at..at + 8]);
-            i64::from_le_bytes(bytes)
-        };
-        _mm_set_epi64x(word(at + 8), word(at))
-    };
     // Per 16 digits: the values, and whether all are digits.
     let values = |x: __m128i| {
         let digit = _mm_sub_epi8(x, _mm_set1_epi8(b'0' as i8));
@@ -207,17 +213,12 @@ fn read_hex_sse2(text: &[u8; 32]) -> Option<[u8; 16]> {
         let high = _mm_slli_epi16(_mm_and_si128(value, _mm_set1_epi16(0x00ff)), 4);
         (_mm_or_si128(high, _mm_srli_epi16(value, 8)), valid)
     };
-    let ((first, first_valid), (second, second_valid)) = (values(half(0)), values(half(16)));
+    let ((first, first_valid), (second, second_valid)) =
+        (values(load16(text, 0)), values(load16(text, 16)));
     if !(first_valid && second_valid) {
         return None;
     }
-    let bytes = _mm_packus_epi16(first, second);
-    let low = _mm_cvtsi128_si64(bytes).to_le_bytes();
-    let high = _mm_cvtsi128_si64(_mm_unpackhi_epi64(bytes, bytes)).to_le_bytes();
-    let mut out = [0u8; 16];
-    out[..8].copy_from_slice(&low);
-    out[8..].copy_from_slice(&high);
-    Some(out)
+    Some(store16(_mm_packus_epi16(first, second)))
 }
 
 /// `read_hex` eight digits at a time, in a word.
