@@ -538,6 +538,15 @@ fn every_token_shape_round_trips_exactly() {
         other[0] ^= 1;
         let renew = [&b"LOCK.RENEW"[..], key.as_bytes(), &other, b"60000"];
         assert_eq!(int(call(&mut con, &renew)), 0);
+        // The same letters in the other case are another token, in both directions.
+        let other_case: Vec<u8> = match token.iter().any(u8::is_ascii_lowercase) {
+            true => token.to_ascii_uppercase(),
+            false => token.to_ascii_lowercase(),
+        };
+        if other_case != *token {
+            let release = [&b"LOCK.RELEASE"[..], key.as_bytes(), &other_case];
+            assert_eq!(int(call(&mut con, &release)), 0);
+        }
         let Value::BulkString(dump) = call(&mut con, &[b"DUMP", key.as_bytes()]) else {
             panic!("no dump")
         };
