@@ -10,7 +10,7 @@ use std::mem::ManuallyDrop;
 
 use crate::error::{LockError, LockResult};
 use crate::fence::MAX_FENCE;
-use crate::token::{read_hex, spell_hex16, Token};
+use crate::token::{read_hex, spell_hex16, TokenRef};
 
 pub struct CompactHold {
     fence_and_form: u64,
@@ -41,11 +41,11 @@ pub const INLINE_TEXT_MAX: usize = 36;
 const UUID_DASHES: [usize; 4] = [8, 13, 18, 23];
 
 impl CompactHold {
-    pub fn new(token: &Token, fence: u64) -> LockResult<Self> {
+    pub fn new<'t>(token: impl Into<TokenRef<'t>>, fence: u64) -> LockResult<Self> {
         if fence > MAX_FENCE {
             return Err(LockError::FenceExhausted);
         }
-        let bytes = token.as_bytes();
+        let bytes = token.into().as_bytes();
         let (form, slot) = if bytes.len() <= SHORT_MAX {
             let mut inline = [0u8; 16];
             inline[..bytes.len()].copy_from_slice(bytes);
@@ -107,8 +107,8 @@ impl CompactHold {
         }
     }
 
-    pub fn has_token(&self, token: &Token) -> bool {
-        let given = token.as_bytes();
+    pub fn has_token<'t>(&self, token: impl Into<TokenRef<'t>>) -> bool {
+        let given = token.into().as_bytes();
         match self.form() {
             // Compared as spelled, without the buffer and slice compare of `token`.
             Form::Hex => <&[u8; 32]>::try_from(given)
@@ -191,6 +191,7 @@ const _: () = assert!(std::mem::size_of::<CompactHold>() == 24);
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::token::Token;
 
     fn hold(bytes: &[u8]) -> CompactHold {
         CompactHold::new(&Token::parse(bytes).unwrap(), 9).unwrap()

@@ -9,7 +9,7 @@ use std::fmt;
 
 use crate::compact::{CompactHold, INLINE_TEXT_MAX};
 use crate::error::{LockError, LockResult};
-use crate::token::Token;
+use crate::token::TokenRef;
 
 /// A lock as stored under its key: 32 bytes for the usual tokens, so that with the server's
 /// own per-key headers a lock takes no more memory than a `SET NX PX` string lock.
@@ -22,7 +22,11 @@ pub struct Lock {
 const _: () = assert!(std::mem::size_of::<Lock>() == 32);
 
 impl Lock {
-    pub fn new(token: &Token, deadline_ms: i64, fence: u64) -> LockResult<Self> {
+    pub fn new<'t>(
+        token: impl Into<TokenRef<'t>>,
+        deadline_ms: i64,
+        fence: u64,
+    ) -> LockResult<Self> {
         Ok(Self {
             deadline_ms,
             hold: CompactHold::new(token, fence)?,
@@ -38,7 +42,7 @@ impl Lock {
         self.hold.token(buf)
     }
 
-    pub fn has_token(&self, token: &Token) -> bool {
+    pub fn has_token<'t>(&self, token: impl Into<TokenRef<'t>>) -> bool {
         self.hold.has_token(token)
     }
 
@@ -86,6 +90,7 @@ pub fn deadline(now_ms: i64, ttl_ms: i64) -> LockResult<i64> {
 mod tests {
     use super::*;
     use crate::fence::MAX_FENCE;
+    use crate::token::Token;
 
     fn tok(s: &str) -> Token {
         Token::parse(s.as_bytes()).unwrap()

@@ -6,7 +6,7 @@
 use crate::error::{shown, LockError, LockResult};
 use crate::meta::Meta;
 use crate::shared::MAX_LIMIT;
-use crate::token::Token;
+use crate::token::{Token, TokenRef};
 use crate::value::Want;
 
 /// LOCK.ACQUIRE key ttl [TOKEN token] [BLOCK timeout] [SHARED | LIMIT n] [EPHEMERAL]
@@ -101,7 +101,7 @@ impl RenewRequest {
         };
         let (token, ttl_ms) = parse_renew_in_place([token, ttl], max_ttl_ms)?;
         Ok(Self {
-            token: Token::parse(token)?,
+            token: token.to_token(),
             ttl_ms,
         })
     }
@@ -114,24 +114,25 @@ impl RenewRequest {
 pub fn parse_plain_acquire<'a>(
     args: &[&'a [u8]],
     max_ttl_ms: i64,
-) -> Option<(i64, Option<&'a [u8]>)> {
+) -> Option<(i64, Option<TokenRef<'a>>)> {
     let (ttl, token) = match *args {
         [ttl] => (ttl, None),
         [ttl, option, token] if option.eq_ignore_ascii_case(b"TOKEN") => (ttl, Some(token)),
         _ => return None,
     };
     let ttl_ms = parse_ttl(ttl, max_ttl_ms).ok()?;
-    if let Some(token) = token {
-        Token::check(token).ok()?;
-    }
+    let token = match token {
+        Some(token) => Some(TokenRef::check(token).ok()?),
+        None => None,
+    };
     Some((ttl_ms, token))
 }
 
 /// LOCK.RENEW's arguments, `token ttl`, as `RenewRequest::parse` reads them, with the token
 /// left in place (checked, not copied).
-pub fn parse_renew_in_place(args: [&[u8]; 2], max_ttl_ms: i64) -> LockResult<(&[u8], i64)> {
+pub fn parse_renew_in_place(args: [&[u8]; 2], max_ttl_ms: i64) -> LockResult<(TokenRef<'_>, i64)> {
     let [token, ttl] = args;
-    Token::check(token)?;
+    let token = TokenRef::check(token)?;
     Ok((token, parse_ttl(ttl, max_ttl_ms)?))
 }
 

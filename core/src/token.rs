@@ -25,15 +25,19 @@ enum Bytes {
 impl Token {
     /// A caller's token, checked for length.
     pub fn parse(bytes: &[u8]) -> LockResult<Self> {
-        Self::check(bytes)?;
-        Ok(Self(match u8::try_from(bytes.len()) {
+        Ok(TokenRef::check(bytes)?.to_token())
+    }
+
+    /// A token of bytes `check` took.
+    fn from_checked(bytes: &[u8]) -> Self {
+        Self(match u8::try_from(bytes.len()) {
             Ok(len) if bytes.len() <= INLINE => {
                 let mut inline = [0u8; INLINE];
                 inline[..bytes.len()].copy_from_slice(bytes);
                 Bytes::Inline { len, bytes: inline }
             }
             _ => Bytes::Heap(bytes.into()),
-        }))
+        })
     }
 
     /// Whether `bytes` may be a token (`parse` would take it), without making one.
@@ -64,6 +68,34 @@ impl Token {
             Bytes::Inline { len, bytes } => &bytes[..usize::from(*len)],
             Bytes::Heap(bytes) => bytes,
         }
+    }
+}
+
+/// A caller's token, checked as `Token::parse` checks it but left where it is (a command's
+/// argument): the hot paths make a lock of it, compare a lock with it, reply and replicate it
+/// without copying it. Whatever takes a `TokenRef` also takes a `&Token`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct TokenRef<'a>(&'a [u8]);
+
+impl<'a> TokenRef<'a> {
+    pub fn check(bytes: &'a [u8]) -> LockResult<Self> {
+        Token::check(bytes)?;
+        Ok(Self(bytes))
+    }
+
+    pub fn as_bytes(self) -> &'a [u8] {
+        self.0
+    }
+
+    /// The token as an owned `Token` (for what outlives the call: a waiter, a binding).
+    pub fn to_token(self) -> Token {
+        Token::from_checked(self.0)
+    }
+}
+
+impl<'a> From<&'a Token> for TokenRef<'a> {
+    fn from(token: &'a Token) -> Self {
+        Self(token.as_bytes())
     }
 }
 
@@ -270,6 +302,25 @@ mod tests {
         assert!(Token::parse(&[0u8; 256]).is_ok());
         assert_eq!(Token::parse(&[0u8; 257]), Err(LockError::TokenLength(257)));
         assert_eq!(Token::parse(b"a\0b").unwrap().as_bytes(), b"a\0b");
+    }
+
+    #[test]
+    fn a_token_ref_takes_what_parse_takes_and_keeps_it_in_place() {
+        for len in [0, 1, 39, 40, 41, 256, 257] {
+            let bytes = vec![b'k'; len];
+            let in_place = TokenRef::check(&bytes);
+            assert_eq!(
+                in_place.as_ref().err(),
+                Token::parse(&bytes).as_ref().err(),
+                "length {len}"
+            );
+            if let Ok(in_place) = in_place {
+                assert!(std::ptr::eq(in_place.as_bytes(), &bytes[..]), "not copied");
+                assert_eq!(in_place.to_token(), Token::parse(&bytes).unwrap());
+                let owned = in_place.to_token();
+                assert_eq!(TokenRef::from(&owned), in_place);
+            }
+        }
     }
 
     #[test]

@@ -21,7 +21,7 @@ use lock_core::handoff::{HandOff, Left, Revoke, TimerChange, TimerId};
 use lock_core::lock::Lock;
 use lock_core::queue::{LockId, Queues, Waiter};
 use lock_core::request::{parse_i64, parse_plain_acquire, AcquireRequest, RenewRequest};
-use lock_core::token::Token;
+use lock_core::token::{Token, TokenRef};
 use lock_core::value::{Held, Value, Want};
 use lock_core::{LockError, LockResult};
 use support::{config, spelled, token};
@@ -1363,6 +1363,11 @@ proptest! {
         prop_assert_eq!(spelled(&lock), tok.clone());
         prop_assert_eq!((lock.deadline_ms, lock.fence()), (deadline, fence));
         prop_assert!(lock.has_token(&t));
+        // Made from the argument itself (the hot paths' way), it is the same lock.
+        let in_place = TokenRef::check(&tok).unwrap();
+        prop_assert_eq!(in_place.as_bytes(), t.as_bytes());
+        prop_assert_eq!(&Lock::new(in_place, deadline, fence).unwrap(), &lock);
+        prop_assert!(lock.has_token(in_place));
         let heap = if stored_compactly(&tok) { 0 } else { tok.len() };
         prop_assert_eq!(lock.heap_bytes(), heap);
 
@@ -1448,6 +1453,7 @@ proptest! {
         prop_assume!(a != b);
         let lock = Lock::new(&token(&a), 5, 7).unwrap();
         prop_assert!(!lock.has_token(&token(&b)));
+        prop_assert!(!lock.has_token(TokenRef::check(&b).unwrap()));
         prop_assert!(lock != Lock::new(&token(&b), 5, 7).unwrap());
     }
 
@@ -1685,7 +1691,7 @@ proptest! {
                 meta: None,
             }) => prop_assert_eq!(
                 plain,
-                Some((ttl_ms, token.as_ref().map(Token::as_bytes)))
+                Some((ttl_ms, token.as_ref().map(TokenRef::from)))
             ),
             _ => prop_assert_eq!(plain, None),
         }

@@ -6,10 +6,10 @@
 //! shared holders, the decision table). Every other call goes to the general command before
 //! anything is changed, with the key handle already open if it was opened.
 
-use lock_core::lock;
+use lock_core::lock::{self, Lock};
 use lock_core::queue::HoldOptions;
 use lock_core::request::{parse_plain_acquire, parse_renew_in_place};
-use lock_core::token::Token;
+use lock_core::token::{Token, TokenRef};
 use lock_core::value::Held;
 use lock_core::LockResult;
 use redis_module::{raw, Context};
@@ -22,7 +22,7 @@ use crate::observe::config;
 use crate::observe::notify;
 use crate::observe::stats::{count, STATS};
 use crate::server::runner::{self, Current};
-use crate::server::{notices, state};
+use crate::server::{fences, notices, state};
 
 type Argv<'a> = &'a [*mut raw::RedisModuleString];
 
@@ -45,8 +45,9 @@ pub fn acquire(ctx: &Context, argv: Argv) -> LockResult<Fast> {
     else {
         return Ok(Fast::General(None));
     };
-    let now = clock::now_ms()?;
-    let Ok(deadline) = lock::deadline(now, ttl_ms) else {
+    // One clock reading for the deadline and the fence (both Unix time).
+    let now_us = clock::now_us();
+    let Ok(deadline) = lock::deadline(clock::ms_of(now_us), ttl_ms) else {
         return Ok(Fast::General(None));
     };
     let key = borrowed_key(ctx, *key);
@@ -54,16 +55,21 @@ pub fn acquire(ctx: &Context, argv: Argv) -> LockResult<Fast> {
     if lock_key.held()?.is_some() {
         return Ok(Fast::General(Some(lock_key)));
     }
+    // A given token is made into the lock, replicated and answered from the argument itself.
+    let generated;
     let token = match token {
-        Some(token) => Token::parse(token)?,
-        None => Token::generate()?,
+        Some(token) => token,
+        None => {
+            generated = Token::generate()?;
+            TokenRef::from(&generated)
+        }
     };
+    let lock = Lock::new(token, deadline, fences::grant_fence_at(now_us)?)?;
     let fence = runner::grant_exclusive(
         ctx,
         &key,
         &mut lock_key,
-        &token,
-        deadline,
+        (lock, token),
         Current::Free,
         &HoldOptions::default(),
     )?;
@@ -85,11 +91,10 @@ pub fn renew(ctx: &Context, argv: Argv) -> LockResult<Fast> {
     let Ok(deadline) = lock::deadline(now, ttl_ms) else {
         return Ok(Fast::General(None));
     };
-    let token = Token::parse(token)?;
     let key = borrowed_key(ctx, key);
     let mut lock_key = LockKey::open(ctx, &key, Mode::Write)?;
     match lock_key.held()? {
-        Some(Held::Exclusive(lock, _)) if lock.is_live(now) && lock.has_token(&token) => {
+        Some(Held::Exclusive(lock, _)) if lock.is_live(now) && lock.has_token(token) => {
             lock.deadline_ms = deadline;
         }
         Some(Held::Exclusive(..)) | None => return Ok(Fast::Done(reply_int(ctx, 0))),
@@ -97,9 +102,9 @@ pub fn renew(ctx: &Context, argv: Argv) -> LockResult<Fast> {
     }
     lock_key.follow_deadline()?;
     if let Some(Held::Exclusive(lock, meta)) = lock_key.held()? {
-        propagate::replicate_lock(ctx, &key, lock, &token, meta);
+        propagate::replicate_lock(ctx, &key, lock, token, meta);
     }
-    runner::owner_active(ctx, &key, &mut lock_key, &token)?;
+    runner::owner_active(ctx, &key, &mut lock_key, token)?;
     count(&STATS.renewed);
     notices::event(ctx, notify::RENEWED, &key);
     Ok(Fast::Done(reply_int(ctx, 1)))
@@ -110,14 +115,14 @@ pub fn release(ctx: &Context, argv: Argv) -> LockResult<Fast> {
     let &[_, key, token] = argv else {
         return Ok(Fast::General(None));
     };
-    let Ok(token) = Token::parse(bytes(token)?) else {
+    let Ok(token) = TokenRef::check(bytes(token)?) else {
         return Ok(Fast::General(None));
     };
     let now = clock::now_ms()?;
     let key = borrowed_key(ctx, key);
     let mut lock_key = LockKey::open(ctx, &key, Mode::Write)?;
     match lock_key.held()? {
-        Some(Held::Exclusive(lock, _)) if lock.is_live(now) && lock.has_token(&token) => {}
+        Some(Held::Exclusive(lock, _)) if lock.is_live(now) && lock.has_token(token) => {}
         Some(Held::Exclusive(..)) | None => return Ok(Fast::Done(reply_int(ctx, 0))),
         Some(Held::Shared(_)) => return Ok(Fast::General(Some(lock_key))),
     }

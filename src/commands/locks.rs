@@ -72,15 +72,17 @@ pub fn acquire(ctx: &Context, args: &Args, opened: Option<LockKey>) -> LockResul
         Acquire::Grant => {
             let token = request.token.map_or_else(Token::generate, Ok)?;
             let fence = match request.want {
-                Want::Exclusive => runner::grant_exclusive(
-                    ctx,
-                    key,
-                    &mut lock_key,
-                    &token,
-                    deadline,
-                    Current::Free,
-                    &options,
-                )?,
+                Want::Exclusive => {
+                    let lock = runner::new_lock((&token).into(), deadline)?;
+                    runner::grant_exclusive(
+                        ctx,
+                        key,
+                        &mut lock_key,
+                        (lock, (&token).into()),
+                        Current::Free,
+                        &options,
+                    )?
+                }
                 Want::Shared { limit } => {
                     let fence = runner::grant_shared(
                         ctx,
@@ -211,10 +213,12 @@ fn extend(
         None => lock_key.follow_deadline()?,
     }
     match lock_key.held()? {
-        Some(Held::Exclusive(lock, meta)) => propagate::replicate_lock(ctx, key, lock, token, meta),
+        Some(Held::Exclusive(lock, meta)) => {
+            propagate::replicate_lock(ctx, key, lock, token.into(), meta)
+        }
         _ => runner::replicate_holder(ctx, key, lock_key, token)?,
     }
-    runner::owner_active(ctx, key, lock_key, token)?;
+    runner::owner_active(ctx, key, lock_key, token.into())?;
     Ok(fence)
 }
 

@@ -26,3 +26,35 @@ pub fn now_us() -> u64 {
         })
         .unwrap_or(0)
 }
+
+/// The Unix milliseconds of a `now_us` reading: the same wall clock the server's own
+/// millisecond clock reads (`RedisModule_Milliseconds`), so a command that needs both a
+/// deadline and a fence reads the clock once.
+pub fn ms_of(now_us: u64) -> i64 {
+    // Below 2^63 for any u64 over 1000.
+    (now_us / 1000) as i64
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn ms_of_is_the_millisecond_of_a_reading_and_never_negative() {
+        assert_eq!(ms_of(1_733_000_000_123_999), 1_733_000_000_123);
+        assert_eq!(ms_of(999), 0);
+        assert!(ms_of(u64::MAX) > 0);
+        let unix_ms = || {
+            SystemTime::now()
+                .duration_since(UNIX_EPOCH)
+                .map(|d| d.as_millis())
+        };
+        let before = unix_ms().unwrap();
+        let read = ms_of(now_us()) as u128;
+        let after = unix_ms().unwrap();
+        assert!(
+            (before..=after).contains(&read),
+            "{before} <= {read} <= {after}"
+        );
+    }
+}

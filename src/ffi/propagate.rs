@@ -7,7 +7,7 @@ use std::os::raw::{c_char, c_int};
 use lock_core::effect::Effect;
 use lock_core::lock::Lock;
 use lock_core::meta::Meta;
-use lock_core::token::Token;
+use lock_core::token::TokenRef;
 use redis_module::{raw, Context, RedisString};
 
 /// Call `$send` for one holder: `$first`, the command, the format, the key, the token (as a
@@ -194,7 +194,7 @@ pub fn replicate_lock(
     ctx: &Context,
     key: &RedisString,
     lock: &Lock,
-    token: &Token,
+    token: TokenRef,
     meta: Option<&Meta>,
 ) {
     replicate(

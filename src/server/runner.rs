@@ -17,10 +17,9 @@ use lock_core::bindings::{ClientId, Hold, Orphan};
 use lock_core::effect::Effect;
 use lock_core::handoff::{Left, Revoke, TimerChange};
 use lock_core::lock::{self, Lock};
-use lock_core::meta::Meta;
 use lock_core::queue::{HoldOptions, LockId, Waiter};
 use lock_core::shared::SharedLock;
-use lock_core::token::Token;
+use lock_core::token::{Token, TokenRef};
 use lock_core::value::{Held, Value, Want};
 use lock_core::{LockError, LockResult};
 use redis_module::{Context, ContextFlags, RedisString};
@@ -104,15 +103,11 @@ fn grant_waiter(
 ) -> LockResult<()> {
     let deadline = lock::deadline(now, waiter.ttl_ms)?;
     let fence = match waiter.want {
-        Want::Exclusive => grant_exclusive(
-            ctx,
-            key,
-            lock_key,
-            &waiter.token,
-            deadline,
-            current,
-            &waiter.options,
-        )?,
+        Want::Exclusive => {
+            let token = TokenRef::from(&waiter.token);
+            let lock = new_lock(token, deadline)?;
+            grant_exclusive(ctx, key, lock_key, (lock, token), current, &waiter.options)?
+        }
         Want::Shared { limit } => grant_shared(
             ctx,
             key,
@@ -140,33 +135,32 @@ fn grant_waiter(
     Ok(())
 }
 
-/// A new exclusive lock for `token` until `deadline`, with `options`, replacing what the key
-/// holds (free, or `current`). Replicated; its fence.
+/// The new exclusive lock `lock` of `token` (which it is made of), with `options`, replacing
+/// what the key holds (free, or `current`). Replicated; its fence.
 pub fn grant_exclusive(
     ctx: &Context,
     key: &RedisString,
     lock_key: &mut LockKey,
-    token: &Token,
-    deadline: i64,
+    (lock, token): (Lock, TokenRef),
     current: Current,
     options: &HoldOptions,
 ) -> LockResult<u64> {
-    let fence = fences::grant_fence()?;
-    let value = Value::exclusive(Lock::new(token, deadline, fence)?, options.meta.clone());
+    let fence = lock.fence();
+    let effect = Effect::apply_as(&lock, token.as_bytes(), options.meta.as_ref());
     // The lock it replaces takes its bindings with it (the unlink callback): bind after.
-    replacing(current, || lock_key.store(value))?;
-    // The stored lock's state, from the values it was made of.
-    let effect = Effect::Apply {
-        token: token.as_bytes(),
-        deadline_ms: deadline,
-        fence: i64::try_from(fence).map_err(|_| LockError::FenceExhausted)?,
-        meta: options.meta.as_ref().map(Meta::as_bytes),
-    };
+    replacing(current, || {
+        lock_key.store(Value::exclusive(lock, options.meta.clone()))
+    })?;
     propagate::replicate(ctx, key.inner, &effect);
     if options.bind_to.is_some() {
-        bind(ctx, key, token, fence, options.bind_to)?;
+        bind(ctx, key, &token.to_token(), fence, options.bind_to)?;
     }
     Ok(fence)
+}
+
+/// A new exclusive lock of `token` until `deadline`, with the fence of a grant now.
+pub fn new_lock(token: TokenRef, deadline: i64) -> LockResult<Lock> {
+    Lock::new(token, deadline, fences::grant_fence()?)
 }
 
 /// Bind the hold of `token`, granted with `fence`, to the connection `client` (EPHEMERAL).
@@ -382,7 +376,7 @@ pub fn owner_active(
     ctx: &Context,
     key: &RedisString,
     lock_key: &mut LockKey,
-    token: &Token,
+    token: TokenRef,
 ) -> LockResult<()> {
     let unsettled = state::grants_unsettled();
     let timed =
@@ -395,7 +389,8 @@ pub fn owner_active(
         follow(&id, lock_key)?;
     }
     if unsettled {
-        state::update(|s| s.handoff.owner_seen(&id, token));
+        let token = token.to_token();
+        state::update(|s| s.handoff.owner_seen(&id, &token));
     }
     Ok(())
 }
