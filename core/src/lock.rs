@@ -22,6 +22,7 @@ pub struct Lock {
 const _: () = assert!(std::mem::size_of::<Lock>() == 32);
 
 impl Lock {
+    #[inline(always)]
     pub fn new<'t>(
         token: impl Into<TokenRef<'t>>,
         deadline_ms: i64,

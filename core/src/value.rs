@@ -62,6 +62,7 @@ const _: () = assert!(std::mem::align_of::<SharedLock>() > TAGS);
 
 impl Value {
     /// An exclusive lock, labeled or not.
+    #[inline(always)]
     pub fn exclusive(lock: Lock, meta: Option<Meta>) -> Value {
         match meta {
             None => Value::Exclusive(Box::new(lock)),

@@ -5,6 +5,10 @@
 //! and skips the general command's steps that have nothing to do there (options, waiters,
 //! shared holders, the decision table). Every other call goes to the general command before
 //! anything is changed, with the key handle already open if it was opened.
+//!
+//! The small functions these call are marked `#[inline(always)]` where they are defined: on a
+//! path of ~1,000 instructions of the module's own, each call's prologue and the moves of its
+//! `Result` were a tenth of the cost (callgrind).
 
 use lock_core::lock::{self, Lock};
 use lock_core::queue::HoldOptions;

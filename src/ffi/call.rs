@@ -68,7 +68,9 @@ pub enum Fast {
 }
 
 /// Run `fast` on the call's arguments, and unless it answers, `handler` (given the key the
-/// fast path opened, if any); inside the panic guard; send the answer.
+/// fast path opened, if any); inside the panic guard; send the answer. Inlined into each
+/// command's entry, so that its fast path is called directly (and may be inlined there).
+#[inline(always)]
 pub fn run_fast(
     ctx: *mut raw::RedisModuleCtx,
     argv: *mut *mut raw::RedisModuleString,
@@ -176,6 +178,7 @@ pub fn send(ctx: &Context, answer: LockResult<Answer>) -> c_int {
 }
 
 /// The reply to every grant: `[token, fence]`.
+#[inline(always)]
 pub fn reply_grant(ctx: &Context, token: &[u8], fence: u64) -> c_int {
     let (Some(array), Some(buffer), Some(integer)) = (unsafe {
         (
@@ -195,6 +198,7 @@ pub fn reply_grant(ctx: &Context, token: &[u8], fence: u64) -> c_int {
 }
 
 /// An integer reply.
+#[inline(always)]
 pub fn reply_int(ctx: &Context, n: i64) -> c_int {
     match unsafe { raw::RedisModule_ReplyWithLongLong } {
         // SAFETY: ctx is the live context of this call.

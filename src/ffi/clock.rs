@@ -15,6 +15,7 @@ pub fn now_ms() -> LockResult<i64> {
 
 /// Microseconds since the Unix epoch; 0 if the clock reads before 1970 (the fence clock's
 /// `last + 1` still keeps fences rising then).
+#[inline(always)]
 pub fn now_us() -> u64 {
     SystemTime::now()
         .duration_since(UNIX_EPOCH)

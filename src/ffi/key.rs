@@ -63,6 +63,7 @@ fn peek_flags() -> u32 {
 
 impl LockKey {
     /// Open `name`; WRONGTYPE if it holds anything but a lock.
+    #[inline(always)]
     pub fn open(ctx: &Context, name: &RedisString, mode: Mode) -> LockResult<Self> {
         let open_key = api!(RedisModule_OpenKey)?;
         let flags = match mode {
@@ -113,6 +114,7 @@ impl LockKey {
         }
     }
 
+    #[inline(always)]
     fn check_type(&self) -> LockResult<()> {
         let Some(key) = self.key else { return Ok(()) };
         let key_type = api!(RedisModule_KeyType)?;
@@ -138,6 +140,7 @@ impl LockKey {
     }
 
     /// Store `value` (replacing what was there) with the key expiring at its latest deadline.
+    #[inline(always)]
     pub fn store(&mut self, value: Value) -> LockResult<()> {
         let key = self.writable()?;
         let set_value = api!(RedisModule_ModuleTypeSetValue)?;
@@ -178,6 +181,7 @@ impl LockKey {
 
     /// After a holder's deadline moved, or a shared holder came or went: the key expires at
     /// the lock's latest holder deadline.
+    #[inline(always)]
     pub fn follow_deadline(&mut self) -> LockResult<()> {
         let deadline = self
             .held()?
@@ -186,6 +190,7 @@ impl LockKey {
         self.expire_at(deadline)
     }
 
+    #[inline(always)]
     fn expire_at(&mut self, deadline_ms: i64) -> LockResult<()> {
         let key = self.writable()?;
         let set_abs_expire = api!(RedisModule_SetAbsExpire)?;
@@ -198,6 +203,7 @@ impl LockKey {
     }
 
     /// Free the lock: the key goes.
+    #[inline(always)]
     pub fn delete(&mut self) -> LockResult<()> {
         let key = self.writable()?;
         let delete_key = api!(RedisModule_DeleteKey)?;

@@ -175,17 +175,24 @@ macro_rules! send_effect {
 
 /// Send `effect` on `key` to replicas and the AOF, after the current command. A failure (which
 /// would mean replicas and the AOF miss a change) is logged.
+// Inlined: each caller names its effect's variant, so the match folds to one call.
+#[inline(always)]
 pub fn replicate(ctx: &Context, key: *mut raw::RedisModuleString, effect: &Effect) {
     let sent = match unsafe { raw::RedisModule_Replicate } {
         Some(replicate) => send_effect!(replicate, ctx.ctx, key, effect),
         None => raw::REDISMODULE_ERR as c_int,
     };
     if sent != raw::REDISMODULE_OK as c_int {
-        ctx.log_warning(&format!(
-            "lock: could not replicate {:?}: replicas and the AOF miss this change",
-            effect.command()
-        ));
+        not_replicated(ctx, effect);
     }
+}
+
+#[cold]
+fn not_replicated(ctx: &Context, effect: &Effect) {
+    ctx.log_warning(&format!(
+        "lock: could not replicate {:?}: replicas and the AOF miss this change",
+        effect.command()
+    ));
 }
 
 /// Send the exclusive lock's state (with its label), as stored under `key`, to replicas and

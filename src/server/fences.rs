@@ -18,6 +18,7 @@ pub fn grant_fence() -> LockResult<u64> {
 
 /// The fence of a new grant, with the clock read at `now_us` (by a command that reads it once
 /// for the lock's deadline too).
+#[inline(always)]
 pub fn grant_fence_at(now_us: u64) -> LockResult<u64> {
     let (jump, max_ahead) = (config::fence_jump_us(), config::fence_max_ahead_us());
     state::with(|s| s.fence.grant(now_us, jump, max_ahead))?

@@ -9,6 +9,7 @@ use crate::ffi::api;
 use crate::observe::notify::{publish, EXPIRED};
 use crate::server::state;
 
+#[inline(always)]
 pub fn event(ctx: &Context, event: &CStr, key: &RedisString) {
     // Most events find none waiting: then the server is not asked for the database.
     if state::with(|s| s.handoff.expired_pending()).unwrap_or(true) {

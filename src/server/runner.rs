@@ -137,6 +137,7 @@ fn grant_waiter(
 
 /// The new exclusive lock `lock` of `token` (which it is made of), with `options`, replacing
 /// what the key holds (free, or `current`). Replicated; its fence.
+#[inline(always)]
 pub fn grant_exclusive(
     ctx: &Context,
     key: &RedisString,
@@ -314,6 +315,7 @@ pub fn free_holder(
 
 /// A live exclusive lock under `key` is freed (released, or a grant taken back): it goes to
 /// the first waiters, or the key is deleted.
+#[inline(always)]
 pub fn free_lock(ctx: &Context, key: &RedisString, lock_key: &mut LockKey) -> LockResult<()> {
     let current = Current::BeingFreed;
     let handed_off = state::anyone_waiting()
@@ -360,6 +362,7 @@ pub fn prune(ctx: &Context, key: &RedisString, lock_key: &mut LockKey, now: i64)
 
 /// Run `write`, which replaces or deletes the lock under a key, telling the type's unlink
 /// callback (through the state) whether that lock is being freed rather than expiring.
+#[inline(always)]
 fn replacing<R>(current: Current, write: impl FnOnce() -> R) -> R {
     if current == Current::Free {
         return write();

@@ -123,13 +123,10 @@ pub fn log_warning(message: &str) {
 }
 
 /// Run `f` on the state. Fails, after logging why, only if the state is already borrowed.
+#[inline(always)]
 pub fn with<R>(f: impl FnOnce(&mut State) -> R) -> LockResult<R> {
     if STATE.busy.replace(true) {
-        log_warning(
-            "lock: internal error: the module's state was re-entered; an update was lost \
-             (please report this)",
-        );
-        return Err(LockError::Internal("module state re-entered".into()));
+        return Err(re_entered());
     }
     let _borrow = Borrow;
     // SAFETY: only the main thread gets here (see `Home`), and `busy` makes this the one
@@ -139,6 +136,15 @@ pub fn with<R>(f: impl FnOnce(&mut State) -> R) -> LockResult<R> {
         empty => first_use(empty),
     };
     Ok(f(state))
+}
+
+#[cold]
+fn re_entered() -> LockError {
+    log_warning(
+        "lock: internal error: the module's state was re-entered; an update was lost \
+         (please report this)",
+    );
+    LockError::Internal("module state re-entered".into())
 }
 
 #[cold]
@@ -153,6 +159,7 @@ pub fn update(f: impl FnOnce(&mut State)) {
 
 /// Whether any client waits for any lock. If the state cannot be read: true, so the caller
 /// takes the careful path.
+#[inline(always)]
 pub fn anyone_waiting() -> bool {
     with(|s| s.handoff.anyone_waiting()).unwrap_or(true)
 }
