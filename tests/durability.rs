@@ -428,6 +428,99 @@ fn an_aof_written_by_the_first_version_still_loads() {
     assert!(acquire(&mut con, "new", 1000, "me").unwrap() > 1_796_179_721_235_778);
 }
 
+/// Since 0.4 every grant and renewal reaches the AOF (and replicas, from the same call) as
+/// `LOCK.APPLY key deadline:fence:token`, the options after: one argument for the holder,
+/// whatever bytes its token holds. A plain AOF of such effects replays to the same locks.
+#[test]
+fn effects_carry_the_holder_as_one_argument() {
+    let mut srv = Server::start_with_aof("no");
+    let mut con = srv.conn();
+    let token = "tok:with:colons\x00";
+    let start_ms = now_us() / 1000;
+    let fence = acquire(&mut con, "one", 60_000, token).unwrap();
+    let (_, shared_fence) = grant(&call(
+        &mut con,
+        &[
+            b"LOCK.ACQUIRE",
+            b"two",
+            b"60000",
+            b"TOKEN",
+            b"r1",
+            b"LIMIT",
+            b"3",
+            b"META",
+            b"m",
+        ],
+    ))
+    .unwrap();
+    assert_eq!(
+        int(call(
+            &mut con,
+            &[b"LOCK.RENEW", b"one", token.as_bytes(), b"90000"]
+        )),
+        1
+    );
+    let end_ms = now_us() / 1000;
+    let applies: Vec<_> = aof_commands(&srv.dir)
+        .into_iter()
+        .filter(|c| c[0].eq_ignore_ascii_case(b"LOCK.APPLY"))
+        .collect();
+    assert_eq!(applies.len(), 3, "{applies:?}");
+    // (key, deadline, fence, token, the arguments after the holder)
+    let parts = |c: &[Vec<u8>]| {
+        let mut hold = c[2].splitn(3, |&b| b == b':');
+        let mut number = || -> i64 {
+            std::str::from_utf8(hold.next().unwrap())
+                .unwrap()
+                .parse()
+                .unwrap()
+        };
+        let (deadline, fence) = (number(), number());
+        (
+            c[1].clone(),
+            deadline,
+            fence,
+            hold.next().unwrap().to_vec(),
+            c[3..].to_vec(),
+        )
+    };
+    let within = |deadline: i64, ttl: i64| (start_ms + ttl..=end_ms + ttl).contains(&deadline);
+    let (key, deadline, f, tok, rest) = parts(&applies[0]);
+    assert_eq!(
+        (key, f, tok, rest.len()),
+        (b"one".to_vec(), fence, token.as_bytes().to_vec(), 0)
+    );
+    assert!(within(deadline, 60_000), "{deadline}");
+    let (key, deadline, f, tok, rest) = parts(&applies[1]);
+    assert_eq!(
+        (key, f, tok),
+        (b"two".to_vec(), shared_fence, b"r1".to_vec())
+    );
+    assert_eq!(rest, [&b"LIMIT"[..], b"3", b"META", b"m"]);
+    assert!(within(deadline, 60_000), "{deadline}");
+    let (key, deadline, f, tok, rest) = parts(&applies[2]);
+    assert_eq!(
+        (key, f, tok, rest.len()),
+        (b"one".to_vec(), fence, token.as_bytes().to_vec(), 0)
+    );
+    assert!(within(deadline, 90_000), "{deadline}");
+
+    srv.kill();
+    srv.restart();
+    let mut con = srv.conn();
+    assert_eq!(fence_of(&mut con, b"one"), Some(fence), "{}", srv.log());
+    assert_eq!(fence_of(&mut con, b"two"), Some(shared_fence));
+    let pttl = int(call(&mut con, &[b"PTTL", b"one"]));
+    assert!(pttl > 60_000, "the renewal replayed: {pttl}");
+    let info = lock_info_of(&mut con, b"two").unwrap();
+    assert_eq!(info.limit, Some(3), "{info:?}");
+    assert_eq!(
+        int(call(&mut con, &[b"LOCK.RELEASE", b"one", token.as_bytes()])),
+        1
+    );
+    assert_eq!(int(call(&mut con, &[b"LOCK.RELEASE", b"two", b"r1"])), 1);
+}
+
 /// The fence clock, raised far above wall time by a lock that is gone by the time of a
 /// rewrite without the RDB preamble, still holds after a crash and restart.
 #[test]

@@ -195,6 +195,8 @@ fn the_internal_effect_command_refuses_ordinary_clients() {
     for args in [
         &[&b"LOCK.APPLY"[..], b"k", b"tok", b"99999999999999", b"1"][..],
         &[b"LOCK.APPLY", b"k", b"tok", b"1", b"99999999999999999"],
+        &[b"LOCK.APPLY", b"k", b"99999999999999:1:tok"],
+        &[b"LOCK.APPLY", b"k", b"1:99999999999999999:tok", b"SHARED"],
         &[b"LOCK.APPLY", b"k"],
     ] {
         let err = call_err(&mut con, args);

@@ -1905,7 +1905,7 @@ const BAD_LIMITS: [&[u8]; 8] = [
     b"4294967297",
     b"+3",
 ];
-const INTERNAL_WORDS: [&[u8]; 9] = [
+const INTERNAL_WORDS: [&[u8]; 14] = [
     b"ghost",
     b"tok",
     b"0",
@@ -1915,6 +1915,12 @@ const INTERNAL_WORDS: [&[u8]; 9] = [
     b"4611686018427387903",
     b"9223372036854775807",
     b"",
+    // Holders as sent since 0.4, and near misses.
+    b"1:4611686018427387903:tok",
+    b"9223372036854775807:1:",
+    b"::",
+    b"SHARED",
+    b"LIMIT",
 ];
 /// Owners that come back, so that retries by the same token happen.
 const OWNERS: [&[u8]; 5] = [
@@ -2288,13 +2294,22 @@ impl Argv {
                 let mut args = vec![b"LOCK.APPLY".to_vec()];
                 if self.rng.chance(50) {
                     // A plausible effect: a lock with a far fence on a key that never exists.
+                    // In the form sent since 0.4 or the one before.
                     let deadline = (now_us() / 1000 + 1_000_000).to_string();
-                    args.extend([
-                        b"ghost".to_vec(),
-                        b"tok".to_vec(),
-                        deadline.into_bytes(),
-                        b"4611686018427387000".to_vec(),
-                    ]);
+                    let fence = "4611686018427387000";
+                    if self.rng.chance(50) {
+                        args.extend([
+                            b"ghost".to_vec(),
+                            format!("{deadline}:{fence}:tok").into_bytes(),
+                        ]);
+                    } else {
+                        args.extend([
+                            b"ghost".to_vec(),
+                            b"tok".to_vec(),
+                            deadline.into_bytes(),
+                            fence.as_bytes().to_vec(),
+                        ]);
+                    }
                 } else {
                     for _ in 0..self.rng.below(6) {
                         args.push(self.rng.pick(&INTERNAL_WORDS).to_vec());

@@ -14,6 +14,11 @@
 //! - `LOCK.DROP key token` (since 0.2): one shared holder left (released, expired, taken back);
 //!   the key goes with the last.
 //! - Any `LOCK.APPLY` form followed by `META label` (since 0.3): the hold with its label.
+//! - `LOCK.APPLY key deadline:fence:token [SHARED | LIMIT n] [META label]` (since 0.4): the
+//!   same holder as one argument (`HoldText`), which every `LOCK.APPLY` now sends. The server
+//!   makes, sends and frees a string for each argument of an effect, so the three that were
+//!   had been a tenth of a grant's or a renewal's cost. The older form's second argument is
+//!   a number, never an option word, which tells the two apart.
 
 use std::ffi::CStr;
 
@@ -132,6 +137,71 @@ impl<'a> Effect<'a> {
     }
 }
 
+/// Room for a holder argument with a 32-digit or UUID token (and any up to 54 bytes) on the
+/// stack; a longer one is spelled on the heap.
+const INLINE_HOLD: usize = 96;
+
+/// A holder as LOCK.APPLY's one holder argument spells it: `deadline:fence:token`, the
+/// numbers in decimal, the token last and as given (it may hold colons itself).
+pub enum HoldText {
+    Inline { buf: [u8; INLINE_HOLD], len: usize },
+    Heap(Vec<u8>),
+}
+
+impl HoldText {
+    #[inline(always)]
+    pub fn new(deadline_ms: i64, fence: i64, token: &[u8]) -> Self {
+        let (mut deadline, mut fence_text) = (itoa::Buffer::new(), itoa::Buffer::new());
+        let parts = [
+            deadline.format(deadline_ms).as_bytes(),
+            b":",
+            fence_text.format(fence).as_bytes(),
+            b":",
+            token,
+        ];
+        if parts.iter().map(|part| part.len()).sum::<usize>() > INLINE_HOLD {
+            return HoldText::Heap(parts.concat());
+        }
+        let (mut buf, mut len) = ([0; INLINE_HOLD], 0);
+        for part in parts {
+            // Always some: the parts fit, as just counted.
+            if let Some(to) = buf.get_mut(len..len + part.len()) {
+                to.copy_from_slice(part);
+                len += part.len();
+            }
+        }
+        HoldText::Inline { buf, len }
+    }
+
+    pub fn as_bytes(&self) -> &[u8] {
+        match self {
+            HoldText::Inline { buf, len } => buf.get(..*len).unwrap_or(buf),
+            HoldText::Heap(text) => text,
+        }
+    }
+}
+
+/// `deadline:fence:token` back into its parts.
+fn parse_hold(hold: &[u8]) -> LockResult<(Token, i64, u64)> {
+    let mut parts = hold.splitn(3, |&b| b == b':');
+    let (Some(deadline), Some(fence), Some(token)) = (parts.next(), parts.next(), parts.next())
+    else {
+        return Err(LockError::BadHold(shown(hold)));
+    };
+    Ok((
+        Token::parse(token)?,
+        effect_number("deadline", deadline)?,
+        effect_number("fence", fence)?.unsigned_abs(),
+    ))
+}
+
+/// Whether `word` is one of LOCK.APPLY's option words (after the holder in every form).
+fn is_option_word(word: &[u8]) -> bool {
+    [&b"SHARED"[..], b"LIMIT", b"META"]
+        .iter()
+        .any(|option| word.eq_ignore_ascii_case(option))
+}
+
 /// A lock as an APPLY effect carries it, parsed.
 #[derive(Debug, PartialEq, Eq)]
 pub struct Applied {
@@ -151,8 +221,17 @@ impl Applied {
 
 /// The arguments of LOCK.APPLY after the key, in any form ever written.
 pub fn parse_apply(args: &[&[u8]]) -> LockResult<Applied> {
+    enum Holder<'b> {
+        /// Since 0.4: `deadline:fence:token`.
+        One(&'b [u8]),
+        /// Before: `token deadline fence`.
+        Three(&'b [u8], &'b [u8], &'b [u8]),
+    }
     let (holder, kind) = match args {
-        [token, deadline, fence, kind @ ..] => ((token, deadline, fence), kind),
+        [hold, kind @ ..] if kind.first().is_none_or(|word| is_option_word(word)) => {
+            (Holder::One(hold), kind)
+        }
+        [token, deadline, fence, kind @ ..] => (Holder::Three(token, deadline, fence), kind),
         _ => return Err(LockError::WrongArity("lock.apply")),
     };
     let (want, label) = match kind {
@@ -160,8 +239,9 @@ pub fn parse_apply(args: &[&[u8]]) -> LockResult<Applied> {
             (Want::Shared { limit: None }, label)
         }
         [limit, n, label @ ..] if limit.eq_ignore_ascii_case(b"LIMIT") => {
+            let text = n;
             let n = effect_number("limit", n)?;
-            let n = u32::try_from(n).map_err(|_| LockError::LimitInvalid(shown(args[4])))?;
+            let n = u32::try_from(n).map_err(|_| LockError::LimitInvalid(shown(text)))?;
             (Want::Shared { limit: Some(n) }, label)
         }
         label => (Want::Exclusive, label),
@@ -171,11 +251,18 @@ pub fn parse_apply(args: &[&[u8]]) -> LockResult<Applied> {
         [meta, value] if meta.eq_ignore_ascii_case(b"META") => Some(Meta::parse(value)?),
         _ => return Err(LockError::WrongArity("lock.apply")),
     };
-    let (token, deadline, fence) = holder;
+    let (token, deadline_ms, fence) = match holder {
+        Holder::One(hold) => parse_hold(hold)?,
+        Holder::Three(token, deadline, fence) => (
+            Token::parse(token)?,
+            effect_number("deadline", deadline)?,
+            effect_number("fence", fence)?.unsigned_abs(),
+        ),
+    };
     Ok(Applied {
-        token: Token::parse(token)?,
-        deadline_ms: effect_number("deadline", deadline)?,
-        fence: effect_number("fence", fence)?.unsigned_abs(),
+        token,
+        deadline_ms,
+        fence,
         want,
         meta,
     })
@@ -210,6 +297,7 @@ fn effect_number(name: &'static str, bytes: &[u8]) -> LockResult<i64> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::token::MAX_TOKEN_LEN;
 
     #[test]
     fn apply_reads_absolute_values() {
@@ -320,6 +408,69 @@ mod tests {
         ] {
             assert!(parse_apply(bad).is_err(), "{bad:?}");
         }
+    }
+
+    #[test]
+    fn the_holder_goes_as_one_argument_and_either_form_is_read() {
+        let hold = HoldText::new(1_700_000_000_000, 42, b"a:b");
+        assert_eq!(hold.as_bytes(), b"1700000000000:42:a:b");
+        // The longest on the stack, and one byte more on the heap, spelled alike.
+        for extra in [0, 1] {
+            let token = vec![b'x'; INLINE_HOLD - "1:2:".len() + extra];
+            let hold = HoldText::new(1, 2, &token);
+            assert_eq!(matches!(hold, HoldText::Heap(_)), extra == 1);
+            assert_eq!(hold.as_bytes(), [&b"1:2:"[..], &token].concat());
+        }
+        let longest = [b'x'; MAX_TOKEN_LEN];
+        let back = parse_apply(&[HoldText::new(7, 8, &longest).as_bytes()]).unwrap();
+        assert_eq!(back.token.as_bytes(), &longest[..]);
+        let lowest = HoldText::new(i64::MIN, i64::MIN, &longest);
+        assert!(lowest
+            .as_bytes()
+            .starts_with(b"-9223372036854775808:-9223372036854775808:x"));
+        let one = parse_apply(&[hold.as_bytes()]).unwrap();
+        let three = parse_apply(&[b"a:b", b"1700000000000", b"42"]).unwrap();
+        assert_eq!(one, three);
+        assert_eq!(
+            (one.token.as_bytes(), one.deadline_ms, one.fence),
+            (&b"a:b"[..], 1_700_000_000_000, 42)
+        );
+        for (args, want) in [
+            (
+                &[&b"5:4:r1"[..], b"shared"][..],
+                Want::Shared { limit: None },
+            ),
+            (
+                &[b"5:4:r1", b"LIMIT", b"2"],
+                Want::Shared { limit: Some(2) },
+            ),
+            (&[b"5:4:r1", b"META", b"m"], Want::Exclusive),
+            (
+                &[b"5:4:r1", b"LIMIT", b"2", b"META", b"m"],
+                Want::Shared { limit: Some(2) },
+            ),
+        ] {
+            let r = parse_apply(args).unwrap();
+            assert_eq!((r.want, r.deadline_ms, r.fence), (want, 5, 4), "{args:?}");
+        }
+        for bad in [
+            "5:4", "5", "", ":4:r1", "5::r1", "x:4:r1", "5:-4:r1", "5:4:",
+        ] {
+            assert!(parse_apply(&[bad.as_bytes()]).is_err(), "{bad}");
+        }
+        assert_eq!(
+            parse_apply(&[b"5:4"]),
+            Err(LockError::BadHold("5:4".into()))
+        );
+        assert_eq!(
+            parse_apply(&[b"5:4:r1", b"LIMIT", b"99999999999"]),
+            Err(LockError::LimitInvalid("99999999999".into()))
+        );
+        // Neither form: a holder followed by something that is no option.
+        assert_eq!(
+            parse_apply(&[b"5:4:r1", b"r2"]),
+            Err(LockError::WrongArity("lock.apply"))
+        );
     }
 
     #[test]

@@ -93,6 +93,9 @@ pub enum LockError {
     #[error("ERR invalid {name} '{value}': must be a whole number, 0 or more")]
     BadEffectArgument { name: &'static str, value: String },
 
+    #[error("ERR invalid hold '{0}': must be deadline:fence:token")]
+    BadHold(String),
+
     #[error("ERR fencing numbers are exhausted on this server")]
     FenceExhausted,
 
@@ -179,6 +182,7 @@ mod tests {
             LockError::TimeoutOverflow(1),
             LockError::TooManyWaiters(3),
             LockError::InternalCommand("LOCK.APPLY"),
+            LockError::BadHold("5:4".into()),
             LockError::FenceExhausted,
             LockError::SlotMoved,
             LockError::ClusterDown,

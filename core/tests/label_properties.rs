@@ -9,7 +9,7 @@ use std::collections::HashMap;
 use lock_core::bindings::{Bindings, ClientId};
 use lock_core::codec::{decode_value, encode_value, Fields, CURRENT_VERSION};
 use lock_core::compact::INLINE_TEXT_MAX;
-use lock_core::effect::{parse_apply, Effect};
+use lock_core::effect::{parse_apply, Effect, HoldText};
 use lock_core::lock::Lock;
 use lock_core::meta::Meta;
 use lock_core::queue::LockId;
@@ -197,10 +197,17 @@ proptest! {
                 if let Some(m) = meta_bytes {
                     args.extend([&b"META"[..], m]);
                 }
-                let applied = parse_apply(&args).unwrap();
-                prop_assert_eq!(applied.want, want);
-                prop_assert_eq!(applied.meta.as_ref(), holder.meta);
-                prop_assert_eq!(&spelled(&applied.into_lock().unwrap()), &spelled(holder.lock));
+                // The form written before 0.4 (token deadline fence), and the one sent since
+                // (deadline:fence:token), with the same options after.
+                let hold = HoldText::new(holder.lock.deadline_ms, holder.lock.fence() as i64, token_bytes);
+                let mut one: Vec<&[u8]> = vec![hold.as_bytes()];
+                one.extend(&args[3..]);
+                for args in [&args, &one] {
+                    let applied = parse_apply(args).unwrap();
+                    prop_assert_eq!(applied.want, want);
+                    prop_assert_eq!(applied.meta.as_ref(), holder.meta);
+                    prop_assert_eq!(&spelled(&applied.into_lock().unwrap()), &spelled(holder.lock));
+                }
             }
         }
     }

@@ -15,7 +15,7 @@ use lock_core::codec::{
     decode_clock, decode_value, encode_clock, encode_value, Field, Fields, CURRENT_VERSION,
 };
 use lock_core::compact::INLINE_TEXT_MAX;
-use lock_core::effect::{parse_apply, parse_clock, Effect};
+use lock_core::effect::{parse_apply, parse_clock, Effect, HoldText};
 use lock_core::fence::{within_reach, FenceClock, Observed, MAX_FENCE};
 use lock_core::handoff::{HandOff, Left, Revoke, TimerChange, TimerId};
 use lock_core::lock::Lock;
@@ -1479,11 +1479,19 @@ proptest! {
         let applied = parse_apply(&[t, d.as_bytes(), fs.as_bytes()]).unwrap();
         prop_assert_eq!(applied.token.as_bytes(), &tok[..]);
         prop_assert_eq!((applied.deadline_ms, applied.fence), (deadline, fence));
-        prop_assert_eq!(applied.into_lock().unwrap(), lock);
+        prop_assert_eq!(&applied.into_lock().unwrap(), &lock);
+        // The form sent since 0.4: the holder as one argument, whatever bytes the token has.
+        let hold = HoldText::new(deadline_ms, f, t);
+        prop_assert_eq!(hold.as_bytes(), format!("{d}:{fs}:").into_bytes().into_iter().chain(tok.iter().copied()).collect::<Vec<u8>>());
+        let applied = parse_apply(&[hold.as_bytes()]).unwrap();
+        prop_assert_eq!(applied.token.as_bytes(), &tok[..]);
+        prop_assert_eq!(&applied.into_lock().unwrap(), &lock);
 
         let n = negative.to_string();
         prop_assert!(parse_apply(&[&tok[..], n.as_bytes(), fs.as_bytes()]).is_err());
         prop_assert!(parse_apply(&[&tok[..], d.as_bytes(), n.as_bytes()]).is_err());
+        prop_assert!(parse_apply(&[HoldText::new(negative, f, t).as_bytes()]).is_err());
+        prop_assert!(parse_apply(&[HoldText::new(deadline_ms, negative, t).as_bytes()]).is_err());
     }
 
     /// The fence clock's aux data and LOCK.CLOCK effect round trip.

@@ -17,7 +17,7 @@ use crate::server::{fences, state};
 /// AOF replay runs on a client whose id is UINT64_MAX (`RedisModule_IsAOFClient`).
 const AOF_CLIENT_ID: u64 = u64::MAX;
 
-/// LOCK.APPLY key token deadline fence [SHARED | LIMIT n] [META label] (and every older form
+/// LOCK.APPLY key deadline:fence:token [SHARED | LIMIT n] [META label] (and every older form
 /// the core reads).
 /// Ordinary clients are refused: only the primary's link and AOF replay may apply effects.
 pub fn apply(ctx: &Context, args: &Args) -> LockResult<Answer> {

@@ -4,20 +4,19 @@
 
 use std::os::raw::{c_char, c_int};
 
-use lock_core::effect::Effect;
+use lock_core::effect::{Effect, HoldText};
 use lock_core::lock::Lock;
 use lock_core::meta::Meta;
 use lock_core::token::TokenRef;
 use redis_module::{raw, Context, RedisString};
 
-/// Call `$send` for one holder: `$first`, the command, the format, the key, the token (as a
-/// buffer and its length), the deadline and the fence (each as decimal text), then `$extra`
-/// (the mode, the label).
+/// Call `$send` for one holder: `$first`, the command, the format, the key, the holder as one
+/// argument (`deadline:fence:token`, see `HoldText`), then `$extra` (the mode, the label).
 macro_rules! send_holder {
     ($send:expr, $first:expr, $command:expr, $key:expr, $format:expr, $token:expr,
      $deadline:expr, $fence:expr $(, $extra:expr)*) => {{
-        let (mut deadline, mut fence) = (itoa::Buffer::new(), itoa::Buffer::new());
-        let (deadline, fence) = (deadline.format($deadline), fence.format($fence));
+        let hold = HoldText::new($deadline, $fence, $token);
+        let hold = hold.as_bytes();
         // SAFETY: see send_effect.
         unsafe {
             $send(
@@ -25,12 +24,8 @@ macro_rules! send_holder {
                 $command,
                 $format.as_ptr(),
                 $key,
-                $token.as_ptr().cast::<c_char>(),
-                $token.len(),
-                deadline.as_ptr().cast::<c_char>(),
-                deadline.len(),
-                fence.as_ptr().cast::<c_char>(),
-                fence.len()
+                hold.as_ptr().cast::<c_char>(),
+                hold.len()
                 $(, $extra)*
             )
         }
@@ -64,7 +59,7 @@ macro_rules! send_effect {
                     $first,
                     command,
                     $key,
-                    c"sbbb",
+                    c"sb",
                     token,
                     deadline_ms,
                     fence
@@ -74,7 +69,7 @@ macro_rules! send_effect {
                     $first,
                     command,
                     $key,
-                    c"sbbbcb",
+                    c"sbcb",
                     token,
                     deadline_ms,
                     fence,
@@ -95,7 +90,7 @@ macro_rules! send_effect {
                     $first,
                     command,
                     $key,
-                    c"sbbbc",
+                    c"sbc",
                     token,
                     deadline_ms,
                     fence,
@@ -106,7 +101,7 @@ macro_rules! send_effect {
                     $first,
                     command,
                     $key,
-                    c"sbbbcb",
+                    c"sbcb",
                     token,
                     deadline_ms,
                     fence,
@@ -119,7 +114,7 @@ macro_rules! send_effect {
                     $first,
                     command,
                     $key,
-                    c"sbbbccb",
+                    c"sbccb",
                     token,
                     deadline_ms,
                     fence,
@@ -133,7 +128,7 @@ macro_rules! send_effect {
                     $first,
                     command,
                     $key,
-                    c"sbbbcbcb",
+                    c"sbcbcb",
                     token,
                     deadline_ms,
                     fence,

@@ -34,8 +34,6 @@ const STRING: raw::RedisModuleCommandArgType =
     raw::RedisModuleCommandArgType_REDISMODULE_ARG_TYPE_STRING;
 const INTEGER: raw::RedisModuleCommandArgType =
     raw::RedisModuleCommandArgType_REDISMODULE_ARG_TYPE_INTEGER;
-const UNIX_TIME: raw::RedisModuleCommandArgType =
-    raw::RedisModuleCommandArgType_REDISMODULE_ARG_TYPE_UNIX_TIME;
 const PURE_TOKEN: raw::RedisModuleCommandArgType =
     raw::RedisModuleCommandArgType_REDISMODULE_ARG_TYPE_PURE_TOKEN;
 const ONEOF: raw::RedisModuleCommandArgType =
@@ -147,15 +145,13 @@ const DOCS: &[CommandDoc] = &[
         name: c"lock.apply",
         acl: c"write",
         public: false,
-        summary: c"Internal: stores a lock, or one shared holder, as the primary made it (replication and AOF only).",
+        summary: c"Internal: stores a lock, or one shared holder, as the primary made it (replication and AOF only). The holder is deadline:fence:token; the form before 0.4 (token deadline fence) is still read.",
         complexity: c"O(1)",
-        arity: -5,
+        arity: -3,
         key_flags: raw::REDISMODULE_CMD_KEY_OW | raw::REDISMODULE_CMD_KEY_UPDATE,
         args: &[
             arg(c"key", KEY),
-            arg(c"token", STRING),
-            arg(c"deadline", UNIX_TIME),
-            arg(c"fence", INTEGER),
+            arg(c"hold", STRING),
             MODE,
             option(c"meta", c"META", STRING),
         ],

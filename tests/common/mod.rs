@@ -739,6 +739,43 @@ pub fn resp(args: &[&[u8]]) -> Vec<u8> {
     out
 }
 
+/// The commands in the AOF files of a server's `appendonlydir` (base before incremental,
+/// each a RESP array of bulk strings), in the order they replay.
+pub fn aof_commands(dir: &std::path::Path) -> Vec<Vec<Vec<u8>>> {
+    let mut files: Vec<_> = std::fs::read_dir(dir.join("appendonlydir"))
+        .expect("the AOF directory")
+        .map(|e| e.unwrap().path())
+        .filter(|p| p.extension().is_some_and(|x| x == "aof"))
+        .collect();
+    // appendonly.aof.N.base.aof sorts before appendonly.aof.N.incr.aof.
+    files.sort();
+    let mut commands = Vec::new();
+    for file in files {
+        let bytes = std::fs::read(&file).unwrap();
+        let mut at = 0;
+        let line = |at: &mut usize| {
+            let end = *at + bytes[*at..].windows(2).position(|w| w == b"\r\n").unwrap();
+            let text = std::str::from_utf8(&bytes[*at + 1..end])
+                .unwrap()
+                .to_string();
+            *at = end + 2;
+            text
+        };
+        while at < bytes.len() {
+            assert_eq!(bytes[at], b'*', "{}: not a command at {at}", file.display());
+            let n: usize = line(&mut at).parse().unwrap();
+            let mut args = Vec::with_capacity(n);
+            for _ in 0..n {
+                let len: usize = line(&mut at).parse().unwrap();
+                args.push(bytes[at..at + len].to_vec());
+                at += len + 2;
+            }
+            commands.push(args);
+        }
+    }
+    commands
+}
+
 /// Length of the first complete RESP2/RESP3 reply in `buf`, if there is one.
 fn reply_len(buf: &[u8]) -> Option<usize> {
     let line_end = buf.windows(2).position(|w| w == b"\r\n")?;
