@@ -335,6 +335,38 @@ fn multi_exec_runs_the_commands_atomically_and_block_is_one_attempt() {
     assert_eq!(int(call(&mut con, &[b"EXISTS", b"k"])), 0);
 }
 
+/// A command takes the time the server read when it started (Redis 7.2+ and Valkey), the time
+/// the server judges its keys' expiry by; inside MULTI that is the time EXEC started, for the
+/// lock commands as for EXISTS. So after a sleep past the lock's deadline within the
+/// transaction, the lock and its key still agree: both there, and its owner releases it.
+/// Redis 7.0 tells modules no such time: there the module reads the clock, and finds the
+/// lock expired while the server still has the key.
+#[test]
+fn a_transaction_sees_one_time_for_the_lock_and_its_key() {
+    let srv = Server::start();
+    let mut con = srv.conn();
+    let frozen = has_command_time(&mut con);
+    let mut raw = srv.raw();
+    assert_eq!(raw.cmd(&[b"MULTI"]), b"+OK\r\n");
+    for cmd in [
+        &[&b"LOCK.ACQUIRE"[..], b"k", b"50", b"TOKEN", b"me"][..],
+        &[b"DEBUG", b"SLEEP", b"0.2"],
+        &[b"EXISTS", b"k"],
+        &[b"LOCK.RELEASE", b"k", b"me"],
+    ] {
+        assert_eq!(raw.cmd(cmd), b"+QUEUED\r\n");
+    }
+    let exec = String::from_utf8(raw.cmd(&[b"EXEC"])).unwrap();
+    assert!(exec.starts_with("*4\r\n*2\r\n$2\r\nme\r\n:"), "{exec:?}");
+    let released = if frozen { ":1\r\n" } else { ":0\r\n" };
+    assert!(
+        exec.ends_with(&format!("+OK\r\n:1\r\n{released}")),
+        "{exec:?}"
+    );
+    // Outside the transaction the deadline has passed: the key is gone either way.
+    assert_eq!(int(call(&mut con, &[b"EXISTS", b"k"])), 0);
+}
+
 #[test]
 fn lua_scripts_and_functions_can_use_the_commands_and_block_is_one_attempt() {
     let srv = Server::start();

@@ -49,8 +49,8 @@ pub fn acquire(ctx: &Context, argv: Argv) -> LockResult<Fast> {
     else {
         return Ok(Fast::General(None));
     };
-    // One clock reading for the deadline and the fence (both Unix time).
-    let now_us = clock::now_us();
+    // The command's time, for the deadline and the fence (both Unix time).
+    let now_us = clock::command_us();
     let Ok(deadline) = lock::deadline(clock::ms_of(now_us), ttl_ms) else {
         return Ok(Fast::General(None));
     };
@@ -91,7 +91,7 @@ pub fn renew(ctx: &Context, argv: Argv) -> LockResult<Fast> {
     else {
         return Ok(Fast::General(None));
     };
-    let now = clock::now_ms()?;
+    let now = clock::command_ms();
     let Ok(deadline) = lock::deadline(now, ttl_ms) else {
         return Ok(Fast::General(None));
     };
@@ -122,7 +122,7 @@ pub fn release(ctx: &Context, argv: Argv) -> LockResult<Fast> {
     let Ok(token) = TokenRef::check(bytes(token)?) else {
         return Ok(Fast::General(None));
     };
-    let now = clock::now_ms()?;
+    let now = clock::command_ms();
     let key = borrowed_key(ctx, key);
     let mut lock_key = LockKey::open(ctx, &key, Mode::Write)?;
     match lock_key.held()? {

@@ -48,7 +48,7 @@ pub fn acquire(ctx: &Context, args: &Args, opened: Option<LockKey>) -> LockResul
             false => None,
         },
     };
-    let now = clock::now_ms()?;
+    let now = clock::command_ms();
     let deadline = lock::deadline(now, request.ttl_ms)?;
     if let Some(timeout) = request.block_ms {
         lock::deadline(now, timeout).map_err(|_| LockError::TimeoutOverflow(timeout))?;
@@ -226,7 +226,7 @@ fn extend(
 pub fn renew(ctx: &Context, args: &Args, opened: Option<LockKey>) -> LockResult<Answer> {
     let (key, rest) = args.keyed()?;
     let request = RenewRequest::parse(rest, config::max_ttl())?;
-    let now = clock::now_ms()?;
+    let now = clock::command_ms();
     let deadline = lock::deadline(now, request.ttl_ms)?;
     let mut lock_key = open_for_writing(ctx, key, opened)?;
     runner::prune(ctx, key, &mut lock_key, now)?;
@@ -244,7 +244,7 @@ pub fn renew(ctx: &Context, args: &Args, opened: Option<LockKey>) -> LockResult<
 pub fn release(ctx: &Context, args: &Args, opened: Option<LockKey>) -> LockResult<Answer> {
     let (key, rest) = args.keyed()?;
     let token = parse_release(rest)?;
-    let now = clock::now_ms()?;
+    let now = clock::command_ms();
     let mut lock_key = open_for_writing(ctx, key, opened)?;
     runner::prune(ctx, key, &mut lock_key, now)?;
     if !holds(&mut lock_key, &token, now)? {
@@ -278,7 +278,7 @@ pub fn info(ctx: &Context, args: &Args) -> LockResult<Answer> {
     if !rest.is_empty() {
         return Err(LockError::WrongArity("lock.info"));
     }
-    let now = clock::now_ms()?;
+    let now = clock::command_ms();
     let mut lock_key = LockKey::open(ctx, key, Mode::Read)?;
     let Some(held) = lock_key.held()?.filter(|held| held.is_live(now)) else {
         return Ok(Answer::Null);
@@ -316,7 +316,7 @@ pub fn holders(ctx: &Context, args: &Args) -> LockResult<Answer> {
     if !rest.is_empty() {
         return Err(LockError::WrongArity("lock.holders"));
     }
-    let now = clock::now_ms()?;
+    let now = clock::command_ms();
     let mut lock_key = LockKey::open(ctx, key, Mode::Read)?;
     let Some(held) = lock_key.held()?.filter(|held| held.is_live(now)) else {
         return Ok(Answer::Null);

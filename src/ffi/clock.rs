@@ -1,11 +1,37 @@
 //! Wall-clock readings. Deadlines use the server's own millisecond clock, the one Redis
-//! expires keys by; fences use Unix time in microseconds.
+//! expires keys by; fences use Unix time in microseconds. A command takes the time the server
+//! read when the command started (`command_us`); timers, callbacks and hand-offs read the
+//! clock.
 
 use std::time::{SystemTime, UNIX_EPOCH};
 
 use lock_core::LockResult;
+use redis_module::raw;
 
 use crate::ffi::api::api;
+
+/// The time the running command started, in Unix microseconds: the server's own reading
+/// (`RedisModule_CachedMicroseconds`, Redis 7.2+ and Valkey), the one it judges the keys'
+/// expiry by during the command, so a command reads no clock of its own. Inside `MULTI` or a
+/// script it is the time the transaction or script started, as for the server's own
+/// commands. Redis 7.0 has no such reading: there the clock is read.
+///
+/// Only for command handlers: elsewhere (timers, callbacks) the reading can be a whole event
+/// loop iteration old.
+#[inline(always)]
+pub fn command_us() -> u64 {
+    // SAFETY: the function pointer is filled in by the server at load, if it has one.
+    match unsafe { raw::RedisModule_CachedMicroseconds } {
+        Some(cached) => u64::try_from(unsafe { cached() }).unwrap_or(0),
+        None => now_us(),
+    }
+}
+
+/// `command_us` in milliseconds.
+#[inline(always)]
+pub fn command_ms() -> i64 {
+    ms_of(command_us())
+}
 
 pub fn now_ms() -> LockResult<i64> {
     let milliseconds = api!(RedisModule_Milliseconds)?;
@@ -31,6 +57,7 @@ pub fn now_us() -> u64 {
 /// The Unix milliseconds of a `now_us` reading: the same wall clock the server's own
 /// millisecond clock reads (`RedisModule_Milliseconds`), so a command that needs both a
 /// deadline and a fence reads the clock once.
+#[inline(always)]
 pub fn ms_of(now_us: u64) -> i64 {
     // Below 2^63 for any u64 over 1000.
     (now_us / 1000) as i64

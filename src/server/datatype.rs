@@ -247,6 +247,16 @@ unsafe extern "C" fn free(value: *mut c_void) {
 /// A lock key left its database (DEL, UNLINK, overwrite, expiry, RENAME, MOVE, MIGRATE):
 /// clients waiting for it are served once the server has finished.
 unsafe extern "C" fn unlink(ctx: *mut raw::RedisModuleKeyOptCtx, value: *const c_void) {
+    // The module's own release of a live lock with nobody waiting and nothing bound: nothing
+    // to count, notify, serve or unbind (nearly every RELEASE comes here).
+    if !state::in_quiet_release() {
+        unlink_in_use(ctx, value);
+    }
+}
+
+/// `unlink` of a lock key that may leave work behind.
+#[inline(never)]
+fn unlink_in_use(ctx: *mut raw::RedisModuleKeyOptCtx, value: *const c_void) {
     guard::callback((), || {
         let (replacing_live, serving_since, quiet) =
             state::with(|s| (s.replacing_live, s.serving_since_ms, s.quiet())).unwrap_or((
@@ -254,8 +264,8 @@ unsafe extern "C" fn unlink(ctx: *mut raw::RedisModuleKeyOptCtx, value: *const c
                 i64::MAX,
                 false,
             ));
-        // The module's own release or take-back of a live lock, with nobody waiting and
-        // nothing bound: nothing to count, notify or serve (every RELEASE comes here).
+        // The module's own take-back of a live lock, with nobody waiting and nothing bound:
+        // nothing to count, notify or serve.
         if replacing_live && quiet {
             return;
         }

@@ -317,13 +317,18 @@ pub fn free_holder(
 /// the first waiters, or the key is deleted.
 #[inline(always)]
 pub fn free_lock(ctx: &Context, key: &RedisString, lock_key: &mut LockKey) -> LockResult<()> {
-    let current = Current::BeingFreed;
-    let handed_off = state::anyone_waiting()
-        && grant_to_head(ctx, key, lock_key, &lock_id(ctx, key)?, current)? > 0;
-    if !handed_off {
+    if state::quiet() {
+        state::quiet_release(|| lock_key.delete())?;
+    } else {
+        let current = Current::BeingFreed;
+        if state::anyone_waiting()
+            && grant_to_head(ctx, key, lock_key, &lock_id(ctx, key)?, current)? > 0
+        {
+            return Ok(());
+        }
         replacing(current, || lock_key.delete())?;
-        propagate::replicate(ctx, key.inner, &Effect::Release);
     }
+    propagate::replicate(ctx, key.inner, &Effect::Release);
     Ok(())
 }
 

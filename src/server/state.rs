@@ -72,6 +72,8 @@ impl State {
 struct Home {
     busy: Cell<bool>,
     state: UnsafeCell<Option<State>>,
+    /// `quiet_release` is running: read by the unlink callback without a borrow.
+    quiet_release: Cell<bool>,
 }
 
 // SAFETY: the server calls this module's commands, callbacks, timers and events on its main
@@ -82,6 +84,7 @@ unsafe impl Sync for Home {}
 static STATE: Home = Home {
     busy: Cell::new(false),
     state: UnsafeCell::new(None),
+    quiet_release: Cell::new(false),
 };
 
 /// Ends a borrow of the state, also when the borrower panics (the panic guards catch it, and
@@ -155,6 +158,37 @@ fn first_use(empty: &mut Option<State>) -> &mut State {
 /// `with` for updates whose caller has nothing to do on failure (already logged by `with`).
 pub fn update(f: impl FnOnce(&mut State)) {
     with(f).unwrap_or_default()
+}
+
+/// Nobody waits for any lock and no hold is bound to a connection. If the state cannot be
+/// read: false, so the caller takes the careful path.
+#[inline(always)]
+pub fn quiet() -> bool {
+    with(|s| s.quiet()).unwrap_or(false)
+}
+
+/// Run `delete`, the module's own deletion of a live lock while the state is `quiet`: the
+/// type's unlink callback, which the deletion brings, then has nothing to count, notify, serve
+/// or unbind, and learns so from `in_quiet_release` without borrowing the state (nearly every
+/// RELEASE comes this way).
+#[inline(always)]
+pub fn quiet_release<R>(delete: impl FnOnce() -> R) -> R {
+    /// Ends the release also when `delete` panics.
+    struct Reset;
+    impl Drop for Reset {
+        fn drop(&mut self) {
+            STATE.quiet_release.set(false);
+        }
+    }
+    STATE.quiet_release.set(true);
+    let _reset = Reset;
+    delete()
+}
+
+/// Whether a `quiet_release` is running.
+#[inline(always)]
+pub fn in_quiet_release() -> bool {
+    STATE.quiet_release.get()
 }
 
 /// Whether any client waits for any lock. If the state cannot be read: true, so the caller

@@ -918,6 +918,12 @@ pub fn has_post_notification_jobs(con: &mut redis::Connection) -> bool {
     after_redis_7_0(con)
 }
 
+/// Whether this server tells modules the time its command started
+/// (`RedisModule_CachedMicroseconds`), which the lock commands then take as theirs.
+pub fn has_command_time(con: &mut redis::Connection) -> bool {
+    after_redis_7_0(con)
+}
+
 /// A server started without the module (for clients that must notice it is missing); killed
 /// when dropped.
 pub struct PlainServer {
