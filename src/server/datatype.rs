@@ -264,8 +264,9 @@ fn unlink_in_use(ctx: *mut raw::RedisModuleKeyOptCtx, value: *const c_void) {
                 i64::MAX,
                 false,
             ));
-        // The module's own take-back of a live lock, with nobody waiting and nothing bound:
-        // nothing to count, notify or serve.
+        // The module replacing or deleting a live lock by another way than a quiet release
+        // (a grant over it, a take-back), with nobody waiting and nothing bound: nothing to
+        // count, notify or serve.
         if replacing_live && quiet {
             return;
         }
