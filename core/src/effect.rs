@@ -189,6 +189,11 @@ fn parse_hold(hold: &[u8]) -> LockResult<(Token, i64, u64)> {
     else {
         return Err(LockError::BadHold(shown(hold)));
     };
+    parse_holder(token, deadline, fence)
+}
+
+/// A holder's token, deadline and fence, however the effect's form laid them out.
+fn parse_holder(token: &[u8], deadline: &[u8], fence: &[u8]) -> LockResult<(Token, i64, u64)> {
     Ok((
         Token::parse(token)?,
         effect_number("deadline", deadline)?,
@@ -240,10 +245,9 @@ pub fn parse_apply(args: &[&[u8]]) -> LockResult<Applied> {
             (Want::Shared { limit: None }, label)
         }
         [limit, n, label @ ..] if limit.eq_ignore_ascii_case(b"LIMIT") => {
-            let text = n;
-            let n = effect_number("limit", n)?;
-            let n = u32::try_from(n).map_err(|_| LockError::LimitInvalid(shown(text)))?;
-            (Want::Shared { limit: Some(n) }, label)
+            let limit = u32::try_from(effect_number("limit", n)?)
+                .map_err(|_| LockError::LimitInvalid(shown(n)))?;
+            (Want::Shared { limit: Some(limit) }, label)
         }
         label => (Want::Exclusive, label),
     };
@@ -254,11 +258,7 @@ pub fn parse_apply(args: &[&[u8]]) -> LockResult<Applied> {
     };
     let (token, deadline_ms, fence) = match holder {
         Holder::One(hold) => parse_hold(hold)?,
-        Holder::Three(token, deadline, fence) => (
-            Token::parse(token)?,
-            effect_number("deadline", deadline)?,
-            effect_number("fence", fence)?.unsigned_abs(),
-        ),
+        Holder::Three(token, deadline, fence) => parse_holder(token, deadline, fence)?,
     };
     Ok(Applied {
         token,

@@ -25,7 +25,8 @@ use crate::ffi::rdb::Io;
 use crate::ffi::{clock, guard, key, propagate};
 use crate::observe::config;
 use crate::observe::stats::{count, uncount, STATS};
-use crate::server::{fences, runner, state};
+use crate::server::state::{self, Replacing};
+use crate::server::{fences, runner};
 
 /// `TYPE key` answers this; it is exactly 9 characters, as the server requires.
 pub const TYPE_NAME: &str = "fencelock";
@@ -249,21 +250,19 @@ unsafe extern "C" fn free(value: *mut c_void) {
 unsafe extern "C" fn unlink(ctx: *mut raw::RedisModuleKeyOptCtx, value: *const c_void) {
     // The module's own release of a live lock with nobody waiting and nothing bound: nothing
     // to count, notify, serve or unbind (nearly every RELEASE comes here).
-    if !state::in_quiet_release() {
-        unlink_in_use(ctx, value);
+    match state::replacing() {
+        Replacing::LiveQuiet => {}
+        replacing => unlink_in_use(ctx, value, replacing == Replacing::Live),
     }
 }
 
-/// `unlink` of a lock key that may leave work behind.
+/// `unlink` of a lock key that may leave work behind; `replacing_live`: the module is
+/// replacing or deleting it, live (`state::replacing_live`).
 #[inline(never)]
-fn unlink_in_use(ctx: *mut raw::RedisModuleKeyOptCtx, value: *const c_void) {
+fn unlink_in_use(ctx: *mut raw::RedisModuleKeyOptCtx, value: *const c_void, replacing_live: bool) {
     guard::callback((), || {
-        let (replacing_live, serving_since, quiet) =
-            state::with(|s| (s.replacing_live, s.serving_since_ms, s.quiet())).unwrap_or((
-                false,
-                i64::MAX,
-                false,
-            ));
+        let (serving_since, quiet) =
+            state::with(|s| (s.serving_since_ms, s.quiet())).unwrap_or((i64::MAX, false));
         // The module replacing or deleting a live lock by another way than a quiet release
         // (a grant over it, a take-back), with nobody waiting and nothing bound: nothing to
         // count, notify or serve.

@@ -318,7 +318,7 @@ pub fn free_holder(
 #[inline(always)]
 pub fn free_lock(ctx: &Context, key: &RedisString, lock_key: &mut LockKey) -> LockResult<()> {
     if state::quiet() {
-        state::quiet_release(|| lock_key.delete())?;
+        state::replacing_live(true, || lock_key.delete())?;
     } else {
         let current = Current::BeingFreed;
         if state::anyone_waiting()
@@ -366,16 +366,13 @@ pub fn prune(ctx: &Context, key: &RedisString, lock_key: &mut LockKey, now: i64)
 }
 
 /// Run `write`, which replaces or deletes the lock under a key, telling the type's unlink
-/// callback (through the state) whether that lock is being freed rather than expiring.
+/// callback whether that lock is being freed rather than expiring.
 #[inline(always)]
 fn replacing<R>(current: Current, write: impl FnOnce() -> R) -> R {
     if current == Current::Free {
         return write();
     }
-    state::update(|s| s.replacing_live = true);
-    let result = write();
-    state::update(|s| s.replacing_live = false);
-    result
+    state::replacing_live(false, write)
 }
 
 /// The owner of the lock under `key` retried or renewed with `token`, moving its deadline:

@@ -35,10 +35,6 @@ pub struct State {
     /// lock whose deadline passed before it served (while the server was down, or during the
     /// load) did not expire in its care, so it is neither counted nor notified as expired.
     pub serving_since_ms: i64,
-    /// The module is replacing or deleting a lock it found live (a release, a take-back): for
-    /// the type's unlink callback, that value is not an expiry even if the clock passed its
-    /// deadline meanwhile.
-    pub replacing_live: bool,
     /// Redis 7.0: lock keys whose `expire` event waits for the 0 ms timer.
     pub expiry_after_command: Vec<LockId>,
     /// Shared locks of several holders loaded from a file or a full sync: looked at when the
@@ -53,7 +49,6 @@ impl State {
             handoff: HandOff::new(),
             bindings: Bindings::new(),
             serving_since_ms: i64::MAX,
-            replacing_live: false,
             expiry_after_command: Vec::new(),
             loaded_shared: Vec::new(),
         }
@@ -72,8 +67,8 @@ impl State {
 struct Home {
     busy: Cell<bool>,
     state: UnsafeCell<Option<State>>,
-    /// `quiet_release` is running: read by the unlink callback without a borrow.
-    quiet_release: Cell<bool>,
+    /// What `replacing_live` is doing: read by the unlink callback without a borrow.
+    replacing: Cell<Replacing>,
 }
 
 // SAFETY: the server calls this module's commands, callbacks, timers and events on its main
@@ -84,7 +79,7 @@ unsafe impl Sync for Home {}
 static STATE: Home = Home {
     busy: Cell::new(false),
     state: UnsafeCell::new(None),
-    quiet_release: Cell::new(false),
+    replacing: Cell::new(Replacing::No),
 };
 
 /// Ends a borrow of the state, also when the borrower panics (the panic guards catch it, and
@@ -167,28 +162,44 @@ pub fn quiet() -> bool {
     with(|s| s.quiet()).unwrap_or(false)
 }
 
-/// Run `delete`, the module's own deletion of a live lock while the state is `quiet`: the
-/// type's unlink callback, which the deletion brings, then has nothing to count, notify, serve
-/// or unbind, and learns so from `in_quiet_release` without borrowing the state (nearly every
-/// RELEASE comes this way).
+/// What the module's own write of a lock key tells the type's unlink callback, which the
+/// write brings.
+#[derive(Clone, Copy, PartialEq, Eq)]
+pub enum Replacing {
+    /// Not the module's write of a live lock: an expiry, a `DEL`, an overwrite.
+    No,
+    /// The module replaces or deletes a lock it found live (a release, a take-back, a grant
+    /// over it): not an expiry, even if the clock passed its deadline meanwhile.
+    Live,
+    /// `Live`, while nobody waits and nothing is bound: nothing to count, notify, serve or
+    /// unbind (nearly every RELEASE).
+    LiveQuiet,
+}
+
+/// Run `write`, the module's own replacement or deletion of a live lock (`quiet`: while the
+/// state is `quiet`), telling the unlink callback so through `replacing`, which it reads
+/// without borrowing the state.
 #[inline(always)]
-pub fn quiet_release<R>(delete: impl FnOnce() -> R) -> R {
-    /// Ends the release also when `delete` panics.
+pub fn replacing_live<R>(quiet: bool, write: impl FnOnce() -> R) -> R {
+    /// Ends the write's mark also when `write` panics.
     struct Reset;
     impl Drop for Reset {
         fn drop(&mut self) {
-            STATE.quiet_release.set(false);
+            STATE.replacing.set(Replacing::No);
         }
     }
-    STATE.quiet_release.set(true);
+    STATE.replacing.set(match quiet {
+        true => Replacing::LiveQuiet,
+        false => Replacing::Live,
+    });
     let _reset = Reset;
-    delete()
+    write()
 }
 
-/// Whether a `quiet_release` is running.
+/// What the module's write running now, if any, does (`replacing_live`).
 #[inline(always)]
-pub fn in_quiet_release() -> bool {
-    STATE.quiet_release.get()
+pub fn replacing() -> Replacing {
+    STATE.replacing.get()
 }
 
 /// Whether any client waits for any lock. If the state cannot be read: true, so the caller
