@@ -95,6 +95,24 @@ fn command_docs_and_key_specs() {
             "{cmd}: {docs}"
         );
     }
+    // The internal effect command takes its holder as one argument (since 0.4): at least
+    // `LOCK.APPLY key hold`, and its docs name the hold.
+    let apply = call(&mut con, &[b"COMMAND", b"INFO", b"lock.apply"]);
+    let redis::Value::Array(entries) = &apply else {
+        panic!("{apply:?}")
+    };
+    let redis::Value::Array(entry) = &entries[0] else {
+        panic!("{apply:?}")
+    };
+    assert_eq!(entry[1], redis::Value::Int(-3), "{apply:?}");
+    let docs = format!(
+        "{:?}",
+        call(&mut con, &[b"COMMAND", b"DOCS", b"lock.apply"])
+    );
+    assert!(
+        docs.contains("hold") && docs.contains("deadline:fence:token"),
+        "{docs}"
+    );
     let info = format!(
         "{:?}",
         call(
